@@ -173,10 +173,13 @@ def profile(model: nn.Module, example_inputs: Any) -> Profile:
 
         handles.append(m.register_forward_hook(hook))
     counter = FlopCounterMode(display=False, depth=None)
+    was_training = model.training
+    model.eval()  # a train-mode pass would update BatchNorm running statistics
     try:
         with counter:
             run_forward(model, inputs, what="profiled model")
     finally:
+        model.train(was_training)
         for h in handles:
             h.remove()
     flops_by_module = counter.get_flop_counts()
