@@ -30,8 +30,7 @@ _LAZY = {
     "load_task": ("deepshrink.tasks", "load_task"),
 }
 _SUBMODULES = (
-    "distill", "encode", "errors", "export", "factorize", "graph", "measure", "prune", "quantize", "recipe",
-    "report", "search", "tasks",
+    "distill", "encode", "errors", "export", "graph", "measure", "prune", "quantize", "recipe", "report", "tasks",
 )
 
 __all__ = sorted([*_LAZY, *_SUBMODULES, "__version__"])

@@ -152,7 +152,12 @@ def compress(
     ctx = StepContext(example_inputs=inputs, task=task, original=original, progress=progress)
     artifact: bytes | None = None
     suffix = ".dsz"
-    for i, step in enumerate(recipe.steps):
+    steps = list(enumerate(recipe.steps))
+    if progress and steps:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="recipe", unit="step")
+    for i, step in steps:
         name = f"{i + 1}. {type(step).type_name}"
         ctx.current_step, ctx.row_extras, ctx.artifact = type(step).type_name, {}, None
         log.info("step %s", name)
