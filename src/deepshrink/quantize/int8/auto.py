@@ -1,0 +1,72 @@
+"""`int8_auto`: build the int8 model on every backend and keep the fastest that is faithful enough.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> q = int8_auto(nn.Sequential(nn.Linear(8, 8)), torch.randn(2, 8), fallback_slow=False)
+    >>> q.quant_info.backend in ("x86", "onnxruntime")
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...errors import BackendUnavailableError
+from ...inputs import as_inputs, iter_inputs
+from .api import BACKENDS, _best_ms, int8
+
+
+def int8_auto(model: nn.Module, example_inputs: Any, calib_data: Any = None, *,
+              backends: Sequence[str] = BACKENDS, batch_size: int | None = None, threads: int | None = None,
+              **kwargs: Any) -> nn.Module:
+    """`int8` on every backend in `backends`; returns the fastest whose output cosine meets `min_cosine`.
+
+    Timing uses `threads` intra-op threads (default: torch's current setting, i.e. how the model
+    will run), the minimum of repeated runs (stable on a shared machine), at the first calibration
+    batch (or the example inputs resized to `batch_size`). A backend that fails is recorded in
+    the chosen model's `quant_info.notes`.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> q = int8_auto(nn.Sequential(nn.Linear(8, 8)), torch.randn(2, 8), fallback_slow=False)
+        >>> q.quant_info.backend in ("x86", "onnxruntime")
+        True
+    """
+    from ...inputs import rebatch
+
+    inputs = as_inputs(example_inputs)
+    min_cos = kwargs.get("min_cosine", 0.99)
+    built, notes = {}, []
+    for be in backends:
+        try:
+            built[be] = int8(model, inputs, calib_data, backend=be, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a failing backend is reported, the other used
+            notes.append(f"backend {be} failed: {type(exc).__name__}: {exc}")
+    if not built:
+        raise BackendUnavailableError("no int8 backend could quantize the model: " + "; ".join(notes))
+    if calib_data is not None:
+        batch = next(iter(iter_inputs(calib_data, None, limit=1)))[: len(inputs)]
+    else:
+        batch = inputs
+    if batch_size is not None:
+        batch = rebatch(batch, batch_size)
+    times: dict[str, float] = {}
+    n_threads = threads or torch.get_num_threads()
+    with torch.no_grad():
+        for _ in range(2):
+            for be, q in built.items():
+                times[be] = min(times.get(be, float("inf")),
+                                _best_ms(lambda _q=q: _q(*batch), repeats=10, threads=n_threads))
+    good = [be for be in built if (built[be].quant_info.cosine or 0) >= min_cos] or list(built)
+    best = min(good, key=times.get)
+    chosen = built[best]
+    chosen.quant_info.notes += notes + [
+        f"auto backend ({n_threads} threads): " + ", ".join(f"{be} {t:.3f} ms" for be, t in times.items())
+        + f" -> {best}"]
+    return chosen
