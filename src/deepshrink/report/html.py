@@ -87,9 +87,9 @@ def plot_histograms(report: Report) -> str | None:
     fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 2.6 * rows), squeeze=False)
     for ax in axes.flat[n:]:
         ax.axis("off")
-    for ax, (name, h) in zip(axes.flat, hists.items()):
+    for ax, (name, h) in zip(axes.flat, hists.items(), strict=False):
         edges = h["edges"]
-        centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+        centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=False)]
         width = edges[1] - edges[0]
         ax.bar(centers, h["baseline"], width=width, color="#8c8c8c", alpha=0.6, label="baseline")
         if "final" in h:
