@@ -57,3 +57,25 @@ def test_step_needing_a_task_says_so():
 def test_compress_accepts_bare_tensor_and_module_only():
     res = deepshrink.compress(nn.Linear(4, 2), torch.zeros(1, 4), [], measure_latency=False)
     assert res.report.final is res.report.baseline
+
+
+def test_artifact_survives_an_execution_only_step():
+    """sparse_exec after encode changes kernels, not values: the .dsz stays the final artifact."""
+    model = MLP(d_out=2)
+    recipe = [{"type": "magnitude_prune", "sparsity": 0.95}, {"type": "encode"},
+              {"type": "sparse_exec", "repeats": 5}]
+    res = deepshrink.compress(model, MLP.example_inputs(), recipe, measure_latency=False)
+    assert res.artifact is not None and res.artifact_suffix == ".dsz"
+    assert res.report.final.size_bytes == len(res.artifact)
+    assert res.report.compression_ratio == res.report.baseline.size_bytes / len(res.artifact)
+    decoded = deepshrink.encode.loads(res.artifact, model=MLP(d_out=2))
+    x = MLP.example_inputs()[0]
+    torch.testing.assert_close(decoded(x), res.model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_weight_changing_step_after_encode_drops_the_stale_artifact():
+    model = MLP(d_out=2)
+    recipe = [{"type": "encode"}, {"type": "magnitude_prune", "sparsity": 0.5}]
+    res = deepshrink.compress(model, MLP.example_inputs(), recipe, measure_latency=False)
+    assert res.artifact is None
+    assert "file" not in res.report.final.artifact or "no entropy" in res.report.final.artifact

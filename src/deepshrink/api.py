@@ -176,6 +176,10 @@ def compress(
         if ctx.artifact is not None:
             artifact, suffix = ctx.artifact, ctx.artifact_suffix
             size, label = len(artifact), f"{suffix} file"
+        elif artifact is not None and getattr(step, "keeps_weights", False):
+            # The step changed how the model runs, not what it computes or stores (e.g. sparse
+            # kernels): the artifact written before it still describes the model, so it stays.
+            size, label = len(artifact), f"{suffix} file (from an earlier step)"
         else:
             artifact = None
             size, label = artifact_size(work)

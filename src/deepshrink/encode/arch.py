@@ -264,6 +264,10 @@ def build(node: dict, depth: int = 0, path: str = "") -> nn.Module:
         raise FormatError(f"architecture nested deeper than {MAX_DEPTH} levels")
     if not isinstance(node, dict):
         raise FormatError(f"architecture node {where} is not an object")
+    if isinstance(node.get("type"), str) and node["type"] not in _BY_NAME:
+        from .encodings import load_plugins
+
+        load_plugins()  # bundled layers registered outside encode (PQLinear, low-bit layers)
     spec = _BY_NAME.get(node.get("type")) if isinstance(node.get("type"), str) else None
     if spec is None:
         raise FormatError(f"architecture node {where} has unknown layer type {node.get('type')!r}")

@@ -124,8 +124,27 @@ def register_encoding(
     _ENCODINGS[name] = Encoding(name, encode, decode, auto)
 
 
+# Modules that register encodings and layers of their own. A file written with them must load in a
+# fresh process that never imported them, so a miss imports these once before giving up.
+PLUGIN_MODULES = ("deepshrink.quantize.lowbit.dsz", "deepshrink.quantize.pq")
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Import the bundled modules that register extra encodings and layers (once)."""
+    global _plugins_loaded
+    if not _plugins_loaded:
+        import importlib
+
+        _plugins_loaded = True
+        for mod in PLUGIN_MODULES:
+            importlib.import_module(mod)
+
+
 def get_encoding(name: str) -> Encoding:
     """The registered encoding `name`; `FormatError` if unknown."""
+    if isinstance(name, str) and name not in _ENCODINGS:
+        load_plugins()
     enc = _ENCODINGS.get(name) if isinstance(name, str) else None
     if enc is None:
         raise FormatError(f"unknown tensor encoding {name!r}; known: {', '.join(sorted(_ENCODINGS))}")

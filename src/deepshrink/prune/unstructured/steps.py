@@ -228,6 +228,9 @@ class SparseExec:
     exclude: tuple = ()
     include: tuple | None = None
     repeats: int = 100
+    # Only the execution format changes (values and outputs are kept), so an artifact written by an
+    # earlier `encode` step still describes the model and `compress` keeps it as the final artifact.
+    keeps_weights = True
 
     def __post_init__(self):
         from ..sparse import FORMATS
