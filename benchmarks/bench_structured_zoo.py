@@ -70,7 +70,7 @@ def torch_pruning(model, x, ratio):
                 for n in (q, k, v):
                     num_heads[getattr(mod, n)] = getattr(mod, attr)
     pruner = tp.pruner.MagnitudePruner(m, x if len(x) > 1 else x[0], importance=tp.importance.MagnitudeImportance(p=2),
-                                       pruning_ratio=ratio, ignored_layers=output_layers(model, x),
+                                       pruning_ratio=ratio, ignored_layers=output_layers(m, x),  # the copy's modules
                                        num_heads=num_heads, prune_num_heads=bool(num_heads), prune_head_dims=False)
     pruner.step()
     if num_heads:  # Torch-Pruning leaves the head-count attributes to the user (its HF example does this)

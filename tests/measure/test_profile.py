@@ -58,3 +58,23 @@ def test_forward_failure_is_a_typed_error():
 
     with pytest.raises(ForwardError, match="forward failed"):
         profile(nn.Linear(10, 5), torch.zeros(1, 7))
+
+
+def test_multihead_attention_macs_are_counted_in_eval_mode():
+    """Eval-mode nn.MultiheadAttention takes a fused fast path the flop counter cannot see."""
+    L, N, E, H = 6, 2, 32, 4
+    attn = nn.MultiheadAttention(E, H, batch_first=True).eval()
+
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = attn
+
+        def forward(self, x):
+            return self.attn(x, x, x, need_weights=False)[0]
+
+    p = profile(Wrap(), torch.randn(N, L, E))
+    # q,k,v and out projections + scores (QK^T) + weighted sum (AV)
+    expected = N * L * E * E * 4 + 2 * N * L * L * E
+    assert p.macs == expected
+    assert torch.backends.mha.get_fastpath_enabled()  # the switch is restored

@@ -142,6 +142,18 @@ def _packed_macs(module: nn.Module, out: torch.Tensor) -> int:
     return 0
 
 
+def _extra_flop_formulas() -> dict:
+    """Flop formulas torch's counter lacks: the CPU fused attention kernel (used by
+    `F.scaled_dot_product_attention`, hence by Hugging Face BERT/ViT/GPT-2 on CPU)."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    def cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    ops = [getattr(torch.ops.aten, n, None) for n in ("_scaled_dot_product_flash_attention_for_cpu",)]
+    return {op: cpu_sdpa for op in ops if op is not None}
+
+
 def profile(model: nn.Module, example_inputs: Any) -> Profile:
     """Parameters, MACs and fp32 bytes of `model`, per leaf layer and in total.
 
@@ -172,13 +184,18 @@ def profile(model: nn.Module, example_inputs: Any) -> Profile:
                 pass
 
         handles.append(m.register_forward_hook(hook))
-    counter = FlopCounterMode(display=False, depth=None)
+    counter = FlopCounterMode(display=False, depth=None, custom_mapping=_extra_flop_formulas())
     was_training = model.training
     model.eval()  # a train-mode pass would update BatchNorm running statistics
+    # nn.MultiheadAttention / TransformerEncoderLayer take a fused "fast path" in eval mode whose
+    # kernel the flop counter does not know (it would count 0 MACs): count the math path instead.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         with counter:
             run_forward(model, inputs, what="profiled model")
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         model.train(was_training)
         for h in handles:
             h.remove()
