@@ -33,11 +33,10 @@ OUT = Path(__file__).parent / "results" / "structured_zoo.json"
 
 
 def macs(m, x):
-    from torch.utils.flop_counter import FlopCounterMode
+    """MACs by `deepshrink.profile` (torch's flop counter plus the fused attention kernels it misses)."""
+    from deepshrink.measure import profile
 
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        m(*x)
-    return fc.get_total_flops() // 2
+    return profile(m, x).macs
 
 
 def params(m):
@@ -55,7 +54,10 @@ def output_layers(model, x):
 
     g = DependencyGraph.build(model, x)
     mods = dict(model.named_modules())
-    names = {lay for grp in g.groups if "model output" in grp.reason for lay in grp.layers}
+    # Only the layers whose *output* dim feeds a model output: ignoring the consumers too (q/k/v,
+    # FFN input Linears read the residual stream) would stop Torch-Pruning from pruning heads/FFNs.
+    names = {name.rpartition(".")[0] for grp in g.groups if "model output" in grp.reason
+             for name, dim in grp.members if dim == 0 and name.endswith(".weight")}
     return [mods[n] for n in names if n in mods and isinstance(mods[n], (nn.Linear, nn.Conv2d, nn.Conv1d))]
 
 
