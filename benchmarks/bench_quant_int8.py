@@ -9,7 +9,9 @@ MNIST mean/std, which we put in front of it). All are evaluated on the bundled 1
 Side by side, on the same model, calibration data (the task's 500 calibration digits) and inputs:
 - fp32 eager PyTorch (the baseline every speedup is relative to);
 - deepshrink `int8(backend="x86")` (torch.ao kernels, engine chosen by measurement),
-  `int8(backend="onnxruntime")` (QDQ) and `int8_auto` (the faster of the two);
+  `int8(backend="onnxruntime")` (QDQ), `int8(backend="x86_inductor")` (torchao PT2E with
+  `X86InductorQuantizer`, lowered by `torch.compile`) and `int8_auto` (the fastest of the three);
+- for honesty, fp32 under `torch.compile` (not int8; shows how much is operator fusion alone);
 - peer torch.ao FX PTQ: `get_default_qconfig_mapping("x86")`, prepare_fx / calibrate / convert_fx;
 - peer onnxruntime `quantize_static` (QDQ, default options) and `quantize_dynamic` on the plain
   `torch.onnx.export` of the fp32 model.
@@ -163,7 +165,9 @@ def bench_model(name: str, model: nn.Module, task, rounds: int) -> dict:
     builders = {
         "deepshrink int8 x86": lambda: Q.int8(model, example, calib, backend="x86"),
         "deepshrink int8 onnxruntime": lambda: Q.int8(model, example, calib, backend="onnxruntime"),
+        "deepshrink int8 x86_inductor": lambda: Q.int8(model, example, calib, backend="x86_inductor"),
         "deepshrink int8 auto": lambda: Q.int8_auto(model, example, calib, batch_size=BATCH, threads=THREADS),
+        "reference fp32 torch.compile (not int8)": lambda: torch.compile(copy.deepcopy(model)),
         "peer torch.ao FX PTQ (x86)": lambda: peer_fx(model, example, calib),
         "peer onnxruntime quantize_static": lambda: peer_ort(model, example, calib, dynamic=False),
         "peer onnxruntime quantize_dynamic": lambda: peer_ort(model, example, calib, dynamic=True),
@@ -207,6 +211,10 @@ def main(argv=None) -> dict:
     for name in ("onnxruntime", "onnxruntime.quantization", "deepshrink"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.simplefilter("ignore")
+    # many compiled variants (several shapes and thread counts each) live in one process: lift
+    # dynamo's per-code-object recompile limit so the fp32 torch.compile reference is not
+    # silently demoted to eager (deepshrink's x86_inductor compiles its own code objects)
+    torch._dynamo.config.recompile_limit = 64
     from deepshrink.measure import machine_info
     from deepshrink.tasks.mnist import mnist_task
 

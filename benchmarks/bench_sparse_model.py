@@ -17,8 +17,6 @@ import os
 import warnings
 from pathlib import Path
 
-import torch
-
 import deepshrink
 from deepshrink.measure import compare_latency, machine_info
 from deepshrink.prune.sparse import sparsify

@@ -67,3 +67,53 @@ def test_qat_convenience():
     data = [(torch.randn(16, 4), torch.randint(0, 3, (16,))) for _ in range(2)]
     q = qat(m, torch.randn(1, 4), data, [torch.randn(16, 4)], epochs=1, engine="fbgemm", fallback_slow=False)
     assert q(torch.randn(5, 4)).shape == (5, 3)
+
+
+def test_convert_uses_learned_scales():
+    """The int8 model carries the learned LSQ steps and matches the fake-quant model closer than re-derived scales."""
+    from deepshrink.quantize.qat import learned_qparams
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3),
+                      nn.ReLU(), nn.Flatten(), nn.Linear(16 * 6 * 6, 32), nn.ReLU(), nn.Linear(32, 10))
+    m.train()
+    with torch.no_grad():
+        for _ in range(3):
+            m(torch.randn(8, 3, 16, 16))
+    m.eval()
+    calib = [torch.randn(16, 3, 16, 16) for _ in range(4)]
+    p = prepare(m, torch.randn(1, 3, 16, 16), calib)
+    with torch.no_grad():  # move the steps off their initial fit, as training does
+        for layer in p.modules():
+            if isinstance(layer, QATLayer):
+                layer.a_step.mul_(0.8)
+                layer.w_step.mul_(1.3)
+    p.eval()
+    kw = dict(engine="fbgemm", fallback_slow=False, check_speed=False, fallback=False)
+    learned = convert(p, torch.randn(1, 3, 16, 16), calib, **kw)
+    rederived = convert(p, torch.randn(1, 3, 16, 16), calib, learned_scales=False, **kw)
+    qp = learned_qparams(p)
+    for name, mod in learned.named_modules():
+        if name in qp:
+            assert torch.allclose(mod.weight().q_per_channel_scales().float(), qp[name]["weight_scale"], rtol=1e-6)
+            # the int8 weights are exactly the fake-quant integers
+            fake = p.get_submodule(name).fake_weight()
+            assert torch.allclose(mod.weight().dequantize(), fake, atol=1e-6)
+    # the first layer's input quantization is the learned (signed -> zero point 128) grid
+    assert float(getattr(learned, "0_input_scale_0")) == pytest.approx(qp["0"]["act_scale"], rel=1e-6)
+    assert int(getattr(learned, "0_input_zero_point_0")) == qp["0"]["act_zero_point"] == 128
+    x = torch.randn(32, 3, 16, 16)
+    with torch.no_grad():
+        ref = p(x)
+        err_learned = float((learned(x) - ref).norm() / ref.norm())
+        err_rederived = float((rederived(x) - ref).norm() / ref.norm())
+    assert err_learned < 0.02
+    assert err_learned < 0.5 * err_rederived
+
+
+def test_convert_learned_scales_needs_x86():
+    from deepshrink.errors import InputError
+
+    p = prepare(nn.Sequential(nn.Linear(4, 2)), torch.randn(1, 4), [torch.randn(8, 4)])
+    with pytest.raises(InputError, match="learned_scales"):
+        convert(p, torch.randn(1, 4), [torch.randn(8, 4)], learned_scales=True, backend="onnxruntime")

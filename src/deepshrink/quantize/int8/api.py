@@ -6,7 +6,8 @@ Pipeline (static mode, `calib_data` given):
    `.reshape` (int8 conv outputs are channels-last);
 2. optionally cross-layer equalization and bias correction, each kept only if it lowers the output
    error on the calibration data ("auto");
-3. quantize (torch.ao FX on engine "x86", or onnxruntime QDQ), calibrating activations with
+3. quantize (torch.ao FX on engine "x86", onnxruntime QDQ, or torchao PT2E lowered by inductor
+   on "x86_inductor"), calibrating activations with
    min/max, percentile, MSE or entropy (KL); per-channel symmetric int8 weights;
 4. measure the output fidelity (mean cosine to fp32 on calibration batches); while it is below
    `min_cosine`, fall back the most sensitive layer (each layer's error measured alone) to fp32;
@@ -46,7 +47,7 @@ from .observers import check_method
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("x86", "onnxruntime")
+BACKENDS = ("x86", "onnxruntime", "x86_inductor")
 _QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.LSTM, nn.GRU)
 
 
@@ -181,13 +182,22 @@ def pick_engine(build: Callable[[str], nn.Module], batch: tuple,
 class _Builder:
     """Builds the int8 model for a given set of fp32 (excluded) layers."""
 
-    def __init__(self, model, inputs, calib, *, backend, method, percentile, per_channel, reduce_range, engine):
+    def __init__(self, model, inputs, calib, *, backend, method, percentile, per_channel, reduce_range, engine,
+                 fixed_qparams=None):
         self.model, self.inputs, self.calib = model, inputs, calib
         self.backend, self.method, self.percentile = backend, method, percentile
         self.per_channel, self.reduce_range, self.engine = per_channel, reduce_range, engine
+        self.fixed_qparams = fixed_qparams
 
     def __call__(self, exclude: set[str], calib_limit: int | None = None) -> nn.Module:
         calib = self.calib if calib_limit is None or self.calib is None else self.calib[:calib_limit]
+        if self.backend == "x86_inductor":
+            from .inductor_backend import quantize_inductor
+
+            # probes (calib_limit set) run the converted graph eagerly: same numerics, no compile
+            return quantize_inductor(self.model, self.inputs, calib, exclude=exclude, method=self.method,
+                                     per_channel=self.per_channel, reduce_range=bool(self.reduce_range),
+                                     compiled=calib_limit is None)
         if self.backend == "onnxruntime":
             from .ort_backend import quantize_ort
 
@@ -205,6 +215,8 @@ class _Builder:
         with torch.no_grad():
             for b in calib:
                 prepared(*b)
+        if self.fixed_qparams:
+            T.apply_fixed_qparams(prepared, self.fixed_qparams)
         return T.convert_static(prepared)
 
 
@@ -274,6 +286,7 @@ def int8(
     engine: str = "auto",
     fidelity_data: Any = None,
     check_speed: bool = True,
+    fixed_qparams: dict[str, dict] | None = None,
 ) -> nn.Module:
     """Post-training int8 quantization that runs real int8 kernels; returns a new model.
 
@@ -282,8 +295,10 @@ def int8(
         example_inputs: tensor or tuple of tensors the model runs on.
         calib_data: iterable of input batches for static quantization; None = dynamic quantization
             (weights int8, activations quantized per batch at run time; Linear/LSTM/GRU only).
-        backend: "x86" (PyTorch fbgemm/oneDNN kernels via torch.ao) or "onnxruntime" (QDQ ONNX run
-            in an `OrtModule`).
+        backend: "x86" (PyTorch fbgemm/oneDNN kernels via torch.ao), "onnxruntime" (QDQ ONNX run
+            in an `OrtModule`) or "x86_inductor" (torchao PT2E with `X86InductorQuantizer`, lowered
+            by `torch.compile` into fused oneDNN int8 kernels; needs torchao; calibration "minmax"
+            or "mse").
         calibration: "minmax", "percentile", "mse" (x86 only) or "entropy" (KL).
         percentile: the percentile for `calibration="percentile"`.
         per_channel: per-output-channel weight scales (else per tensor).
@@ -302,6 +317,10 @@ def int8(
             default: the first 8 calibration batches, or the example inputs in dynamic mode.
         check_speed: time fp32 vs int8 (one thread, fastest of repeated runs, first fidelity
             batch) and record `quant_info.latency_ms` / `slower_than_fp32` (with a note if slower).
+        fixed_qparams: static x86 only: per layer name, quantization parameters to use instead of
+            observed ones: `{"weight_scale": tensor (per output channel), "act_scale": float,
+            "act_zero_point": int}` (uint8 input activation). QAT conversion passes its learned
+            LSQ steps here (see `torch_backend.apply_fixed_qparams`); needs full-range activations.
 
     Returns:
         The int8 model, with `.quant_info` (`QuantInfo`).
@@ -326,9 +345,18 @@ def int8(
         from ...export.onnx_io import _require_ort
 
         _require_ort()
+    if backend == "x86_inductor":
+        from .inductor_backend import INDUCTOR_METHODS, _require_torchao
+
+        _require_torchao()
+        if calib_data is not None and calibration not in INDUCTOR_METHODS:
+            raise InputError(f"calibration {calibration!r} is not available with backend 'x86_inductor'; "
+                             f"use one of {', '.join(INDUCTOR_METHODS)}")
     check_method(calibration)
     if engine not in (*ENGINES, "auto"):
         raise InputError(f"unknown quantized engine {engine!r}; choose from {', '.join(ENGINES)} or 'auto'")
+    if fixed_qparams and (backend != "x86" or calib_data is None):
+        raise InputError("fixed_qparams (e.g. learned QAT scales) need backend='x86' with calib_data (static)")
     if equalize not in (True, False, "auto") or bias_correction not in (True, False, "auto"):
         raise InputError("equalize and bias_correction must be True, False or 'auto'")
     if not 0.0 < min_cosine <= 1.0:
@@ -348,7 +376,7 @@ def int8(
         check_calibration(eval_batches, inputs)
     from .torch_backend import resolve_reduce_range
 
-    rr = resolve_reduce_range(reduce_range) if backend == "x86" else bool(reduce_range)
+    rr = resolve_reduce_range(reduce_range) if backend in ("x86", "x86_inductor") else bool(reduce_range)
     info = QuantInfo(backend=backend, mode="static" if static else "dynamic",
                      calibration=calibration if static else None, per_channel=per_channel, reduce_range=rr)
 
@@ -364,7 +392,7 @@ def int8(
     def builder_for(m):
         return _Builder(m, inputs, calib, backend=backend, method=calibration, percentile=percentile,
                         per_channel=per_channel, reduce_range=rr,
-                        engine="fbgemm" if engine == "auto" else engine)
+                        engine="fbgemm" if engine == "auto" else engine, fixed_qparams=fixed_qparams)
 
     probe = (lambda m: builder_for(m)(excluded, calib_limit=8)) if static else None
     try:
@@ -372,7 +400,7 @@ def int8(
                                   equalize=equalize, bias_correction=bias_correction, per_channel=per_channel,
                                   info=info, build_probe=probe)
     except TraceError as exc:
-        if backend == "onnxruntime":
+        if backend in ("onnxruntime", "x86_inductor"):
             info.notes.append(f"graph capture failed, no graph passes: {exc}")
             float_model = model
         else:
@@ -381,7 +409,8 @@ def int8(
     if backend == "x86" and engine == "auto":
         engine, timings = pick_engine(lambda e: _Builder(
             float_model, inputs, calib, backend=backend, method=calibration, percentile=percentile,
-            per_channel=per_channel, reduce_range=rr, engine=e)(excluded), eval_batches[0])
+            per_channel=per_channel, reduce_range=rr, engine=e, fixed_qparams=fixed_qparams)(excluded),
+            eval_batches[0])
         info.passes["engine"] = {"chosen": engine, "best_ms": timings}
     info.engine = engine if backend == "x86" else None
     build = builder_for(float_model)
@@ -434,6 +463,14 @@ def _record(info: QuantInfo, float_model: nn.Module, qmodel: nn.Module, excluded
             backend: str) -> None:
     """Fill `quantized` and record every weighted layer left fp32 (with the reason)."""
     fallen = {r["layer"] for r in info.fallback}
+    if backend == "x86_inductor":
+        from .inductor_backend import inductor_quantized_ops
+
+        info.notes.append(f"x86_inductor: {inductor_quantized_ops(qmodel)} quantize ops in the PT2E graph, "
+                          "compiled by inductor (freezing) on first use per thread count")
+        info.quantized = [n for n, m in float_model.named_modules()
+                          if n and isinstance(m, _QUANTIZABLE) and n not in excluded]
+        return
     if backend == "onnxruntime":
         from .ort_backend import ort_quantized_ops
 

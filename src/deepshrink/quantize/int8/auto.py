@@ -1,10 +1,13 @@
 """`int8_auto`: build the int8 model on every backend and keep the fastest that is faithful enough.
 
+Backends tried by default: "x86" (torch.ao), "onnxruntime" (QDQ) and "x86_inductor" (torchao PT2E +
+inductor; skipped with a note when torchao is missing or the model does not export).
+
 Example:
     >>> import torch
     >>> from torch import nn
     >>> q = int8_auto(nn.Sequential(nn.Linear(8, 8)), torch.randn(2, 8), fallback_slow=False)
-    >>> q.quant_info.backend in ("x86", "onnxruntime")
+    >>> q.quant_info.backend in ("x86", "onnxruntime", "x86_inductor")
     True
 """
 
@@ -29,12 +32,14 @@ def int8_auto(model: nn.Module, example_inputs: Any, calib_data: Any = None, *,
     Timing uses `threads` intra-op threads (default: torch's current setting, i.e. how the model
     will run), the minimum of repeated runs (stable on a shared machine), at the first calibration
     batch (or the example inputs resized to `batch_size`). A backend that fails is recorded in
-    the chosen model's `quant_info.notes`.
+    the chosen model's `quant_info.notes`. A candidate counts as matching when its output cosine to
+    fp32 (on the fidelity batches) meets `min_cosine`.
 
     Example:
         >>> import torch
         >>> from torch import nn
-        >>> q = int8_auto(nn.Sequential(nn.Linear(8, 8)), torch.randn(2, 8), fallback_slow=False)
+        >>> q = int8_auto(nn.Sequential(nn.Linear(8, 8)), torch.randn(2, 8), fallback_slow=False,
+        ...               backends=("x86", "onnxruntime"))
         >>> q.quant_info.backend in ("x86", "onnxruntime")
         True
     """

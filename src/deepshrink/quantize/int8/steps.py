@@ -30,7 +30,7 @@ from .observers import METHODS
 class Int8Step:
     """Post-training int8 quantization running real int8 kernels."""
 
-    backend: Literal["x86", "onnxruntime", "auto"] = "x86"  # auto: build both, keep the faster
+    backend: Literal["x86", "onnxruntime", "x86_inductor", "auto"] = "x86"  # auto: build all, keep the fastest
     calibration: Literal["minmax", "percentile", "mse", "entropy"] = "minmax"  # activation ranges
     percentile: float = 99.99  # for calibration="percentile"
     per_channel: bool = True  # per-output-channel weight scales
@@ -50,7 +50,7 @@ class Int8Step:
     def __post_init__(self):
         if self.calibration not in METHODS:
             raise RecipeError(f"int8: unknown calibration {self.calibration!r}; choose from {', '.join(METHODS)}")
-        if self.backend not in ("x86", "onnxruntime", "auto"):
+        if self.backend not in ("x86", "onnxruntime", "x86_inductor", "auto"):
             raise RecipeError(f"int8: unknown backend {self.backend!r}")
         if not 0.0 < self.min_cosine <= 1.0:
             raise RecipeError(f"int8: min_cosine must be in (0, 1], got {self.min_cosine}")

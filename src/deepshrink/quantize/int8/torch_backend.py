@@ -163,3 +163,84 @@ def is_quantized_module(mod: nn.Module) -> bool:
     """Whether `mod` is a torch.ao int8 module (static or dynamic)."""
     return type(mod).__module__.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")) or \
         isinstance(mod, DynamicLinear)
+
+
+class _FixedPerChannelWeightObserver(torch.ao.quantization.observer.PerChannelMinMaxObserver):
+    """A per-channel symmetric int8 weight observer that reports given scales (e.g. learned by QAT)."""
+
+    def __init__(self, scale: torch.Tensor | None = None, **kwargs):
+        kwargs.setdefault("dtype", torch.qint8)
+        kwargs.setdefault("qscheme", torch.per_channel_symmetric)
+        super().__init__(**kwargs)
+        self.register_buffer("fixed_scale", torch.as_tensor(scale, dtype=torch.float32).reshape(-1).clone())
+
+    def calculate_qparams(self):
+        return self.fixed_scale.clone(), torch.zeros(self.fixed_scale.numel(), dtype=torch.int64)
+
+
+# ops that commute with uint8 quantization (quantize(op(x)) == op(quantize(x))), so the observer
+# before them quantizes exactly what the next layer sees; average pooling and adds do not
+_COMMUTING_MODULES = (nn.ReLU, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.Flatten, nn.Identity, nn.Dropout)
+_COMMUTING_TARGETS = {"relu", "flatten", "reshape", "view", "contiguous", "max_pool2d", "max_pool1d"}
+
+
+def _input_observers(gm: fx.GraphModule, node: fx.Node) -> list[str]:
+    """Names of the activation observers that quantize `node`'s first input: walking back only
+    through ops that commute with quantization (ReLU, max pooling, reshapes), every observer met
+    (e.g. a conv's output observer and the one after a fp32 flatten) - they must all use the same
+    grid, or the value is rounded twice."""
+    from torch.ao.quantization.observer import ObserverBase
+
+    found: list[str] = []
+    cur = node.args[0] if node.args else None
+    for _ in range(32):
+        if not isinstance(cur, fx.Node) or len(cur.users) != 1 and found:
+            break
+        if cur.op == "call_module":
+            mod = gm.get_submodule(cur.target)
+            if isinstance(mod, ObserverBase):
+                found.append(cur.target)
+            elif not isinstance(mod, _COMMUTING_MODULES):
+                break
+        elif cur.op in ("call_function", "call_method"):
+            if getattr(cur.target, "__name__", cur.target) not in _COMMUTING_TARGETS:
+                break
+        else:
+            break
+        cur = cur.args[0] if cur.args else None
+    return found
+
+
+def apply_fixed_qparams(prepared: fx.GraphModule, fixed: dict[str, dict]) -> list[str]:
+    """Make conversion use given quantization parameters instead of calibrated/observed ones.
+
+    `fixed` maps a layer name to `{"weight_scale": per-output-channel tensor, "act_scale": float,
+    "act_zero_point": int}` (uint8 activations: zero point 0 for unsigned, 128 for signed grids).
+    The layer's weight observer reports `weight_scale` (symmetric, zero points 0) and the observer
+    quantizing the layer's input is replaced by a `FixedQParamsObserver`. Call after calibration,
+    before `convert_static`. Returns the layers whose parameters were applied.
+    """
+    from torch.ao.quantization import QConfig
+    from torch.ao.quantization.observer import FixedQParamsObserver
+
+    done = []
+    nodes = {n.target: n for n in prepared.graph.nodes if n.op == "call_module"}
+    for name, qp in fixed.items():
+        node = nodes.get(name)
+        if node is None:
+            continue
+        mod = prepared.get_submodule(name)
+        qconfig = getattr(mod, "qconfig", None)
+        if qconfig is None:  # excluded / fallen back to fp32
+            continue
+        if qp.get("weight_scale") is not None:
+            mod.qconfig = QConfig(activation=qconfig.activation,
+                                  weight=_FixedPerChannelWeightObserver.with_args(scale=qp["weight_scale"].detach()))
+        if qp.get("act_scale") is not None:
+            for obs in _input_observers(prepared, node):
+                fixed_obs = FixedQParamsObserver(scale=float(qp["act_scale"]), zero_point=int(qp["act_zero_point"]),
+                                                 dtype=torch.quint8, quant_min=0, quant_max=255)
+                parent, _, leaf = obs.rpartition(".")
+                setattr(prepared.get_submodule(parent) if parent else prepared, leaf, fixed_obs)
+        done.append(name)
+    return done

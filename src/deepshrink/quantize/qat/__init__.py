@@ -12,9 +12,13 @@ and the input normalization, then wraps every Conv/Linear in a `QATLayer` that f
 
 Train with `deepshrink.distill.loop.fit` (or any loop), then `convert(prepared, ...)` snaps the
 weights to their learned grids, unwraps the layers and runs `deepshrink.quantize.int8` (static,
-calibrated) to produce the real int8 model. The int8 conversion re-derives per-channel weight
-scales and re-calibrates activation ranges from the QAT-trained model; the learned scales shape
-training, the integer kernels use the converter's scales (documented limitation).
+torch.ao x86 kernels) with the *learned* quantization parameters (`learned_qparams`): each
+layer's int8 weight scales are its learned per-channel steps (so the int8 weights are exactly the
+fake-quant integers) and the uint8 quantization of its input uses its learned activation step
+(zero point 0 for an unsigned grid, 128 for a signed one). The real int8 model therefore equals
+the fake-quant model up to rounding; only what QAT does not fake-quantize is calibrated (the
+requantization of the last layer's output, int32 biases). `learned_scales=False` re-derives
+scales from the snapped weights and calibration data instead (the older behaviour).
 
 Example:
     >>> import torch
@@ -160,8 +164,37 @@ def strip(prepared: nn.Module) -> nn.Module:
     return out
 
 
-def convert(prepared: nn.Module, example_inputs: Any, calib_data: Any, **int8_kwargs: Any) -> nn.Module:
+@torch.no_grad()
+def learned_qparams(prepared: nn.Module) -> dict[str, dict]:
+    """Per QATLayer name: its learned weight scales and input activation scale / uint8 zero point.
+
+    The format is `deepshrink.quantize.int8(..., fixed_qparams=...)`'s. Only 8-bit layers qualify.
+
+    Example:
+        >>> import torch
+        >>> p = prepare(torch.nn.Sequential(torch.nn.Linear(4, 2)), torch.randn(1, 4), [torch.randn(8, 4)])
+        >>> sorted(learned_qparams(p)["0"])
+        ['act_scale', 'act_zero_point', 'weight_scale']
+    """
+    out = {}
+    for name, mod in prepared.named_modules():
+        if isinstance(mod, QATLayer) and mod.enabled and mod.bits == 8:
+            out[name] = {
+                "weight_scale": (mod.w_step.detach().abs() + 1e-12).float().clone(),
+                "act_scale": float(mod.a_step.detach().abs() + 1e-12),
+                "act_zero_point": 0 if mod.unsigned else 2 ** (mod.bits - 1),
+            }
+    return out
+
+
+def convert(prepared: nn.Module, example_inputs: Any, calib_data: Any, *, learned_scales: bool | None = None,
+            **int8_kwargs: Any) -> nn.Module:
     """The real int8 model from a QAT-trained `prepared` model (`deepshrink.quantize.int8`, static).
+
+    With `learned_scales` (default: on for backend "x86", the default) the int8 kernels use the learned LSQ weight and activation
+    steps (`learned_qparams`), so the result equals the fake-quant model up to rounding; this needs
+    backend "x86" and full-range (8-bit) activations, and disables CLE / bias correction (they would
+    move the weights off their learned grid). `learned_scales=False` lets `int8` re-derive scales.
 
     Example:
         >>> import torch
@@ -175,6 +208,16 @@ def convert(prepared: nn.Module, example_inputs: Any, calib_data: Any, **int8_kw
 
     int8_kwargs.setdefault("equalize", False)  # training already shaped the weights
     int8_kwargs.setdefault("bias_correction", False)
+    if learned_scales is None:
+        learned_scales = int8_kwargs.get("backend", "x86") == "x86"
+    if learned_scales:
+        if int8_kwargs.get("backend", "x86") != "x86":
+            raise InputError("learned_scales=True converts through backend 'x86'; pass learned_scales=False "
+                             "to re-derive scales for another backend")
+        if int8_kwargs["equalize"] or int8_kwargs["bias_correction"] or int8_kwargs.get("reduce_range"):
+            raise InputError("learned_scales=True is incompatible with equalize, bias_correction and reduce_range")
+        int8_kwargs["reduce_range"] = False
+        int8_kwargs["fixed_qparams"] = learned_qparams(prepared)
     return int8(strip(prepared), example_inputs, calib_data, **int8_kwargs)
 
 
@@ -213,4 +256,4 @@ def qat(model: nn.Module, example_inputs: Any, train_data: Any, calib_data: Any,
     return convert(prepared, example_inputs, calib_data, **int8_kwargs)
 
 
-__all__ = ["QATLayer", "convert", "lsq_quant", "prepare", "qat", "round_ste", "strip"]
+__all__ = ["QATLayer", "convert", "learned_qparams", "lsq_quant", "prepare", "qat", "round_ste", "strip"]
