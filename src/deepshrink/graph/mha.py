@@ -24,6 +24,11 @@ from torch.nn import functional as F
 from .dependency import RuleContext
 from .node import OpNode, Value
 
+# Attributes of attention-style modules that hold a head count or a width baked into reshapes
+# (the graph reads them to find head structure; pruning rewrites them).
+HEAD_ATTRS = ("num_heads", "num_attention_heads", "n_heads", "n_head", "all_head_size", "split_size",
+              "inner_dim", "num_key_value_heads", "head_count")
+
 
 class PrunableMultiheadAttention(nn.MultiheadAttention):
     """`nn.MultiheadAttention` whose heads may be fewer than ``embed_dim // head_dim``."""

@@ -344,7 +344,7 @@ def _split(ctx: RuleContext, node: OpNode) -> None:
 
 
 def _patchable(ctx: RuleContext, scope: str, value: int) -> bool:
-    from ..prune.structured.apply import HEAD_ATTRS
+    from .mha import HEAD_ATTRS
 
     parts = scope.split(".") if scope else []
     for i in range(len(parts), -1, -1):

@@ -30,12 +30,10 @@ import torch
 from torch import nn
 
 from ...errors import InputError
+from ...graph.mha import HEAD_ATTRS  # noqa: F401 - re-exported: pruning rewrites these attributes
 
 log = logging.getLogger(__name__)
 
-# Attributes of attention-style modules that hold a head count or a width baked into reshapes.
-HEAD_ATTRS = ("num_heads", "num_attention_heads", "n_heads", "n_head", "all_head_size", "split_size",
-              "inner_dim", "num_key_value_heads", "head_count")
 
 
 def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
