@@ -29,7 +29,14 @@ from ...inputs import as_inputs
 from ...selectors import matches, override_for
 from . import importance as imp
 from .apply import HEAD_ATTRS, slice_tensor, sync_module
-from .reconstruct import collect_input_grams, consumer_keys, refit, sequential_reconstruct, thinet_scores
+from .reconstruct import (
+    allocate,
+    collect_input_stats,
+    consumer_keys,
+    refit,
+    sequential_reconstruct,
+    thinet_scores,
+)
 from .verify import check_exact, check_runs
 
 log = logging.getLogger(__name__)
@@ -112,14 +119,16 @@ def channels(
         importance: "l1", "l2", "bn_scale", "fpgm", "random" (weights only) or "taylor", "obd",
             "apoz", "reconstruction" (need `calib_data`).
         scope: "uniform" (the same ratio in every group) or "global" (one threshold over
-            scores normalized per group, so redundant layers lose more).
+            scores normalized per group, so redundant layers lose more; with "reconstruction",
+            each kind of group loses `ratio` of its classes in all, where the OBS cost is lowest).
         exclude: selectors (name, "re:regex", "type:Class") of modules whose tensors must not
             change; every group touching them is left alone. A selector matching nothing raises.
         round_to: keep a multiple of this many classes per group (hardware-friendly widths).
         calib_data: iterable of input batches for data-driven criteria and reconstruction.
         overrides: per-layer ratios ``{selector: ratio}`` (first match in a group's layers wins).
         kinds: restrict to group kinds: "channels", "heads", "blocks", "hidden", "recurrent".
-        refit_consumers: least-squares refit of the next layers (default: on for "reconstruction").
+        refit_consumers: least-squares refit of the next layers with bias compensation (default: on
+            for "reconstruction", which fits layer by layer; see docs/structured.md).
         verify: check that the result runs with output shapes unchanged and that removing the
             chosen channels after zeroing their contributions is exact (`VerificationError`).
 
@@ -179,11 +188,16 @@ def channels(
 
     # 2.-4. scores, selection, refit of the consumers
     seq = {}
-    if importance == "reconstruction" and scope == "uniform":
-        plan = [(g, g.n_classes - _keep_count(g.n_classes, int(g.frozen.sum()), r, round_to, g.describe()))
-                for g, r in chosen]
+    if importance == "reconstruction":
+        if scope == "uniform":
+            counts = {g: g.n_classes - _keep_count(g.n_classes, int(g.frozen.sum()), r, round_to, g.describe())
+                      for g, r in chosen}
+        else:  # one budget per kind of group, spent where the OBS reconstruction cost is lowest
+            counts = allocate(new, [g for g, _ in chosen], calib_data, len(inputs), ratio, round_to)
+            report["allocation"] = {", ".join(g.layers[:1]): int(k) for g, k in counts.items()}
+        plan = [(g, counts.get(g, 0)) for g, _ in chosen]
         seq = sequential_reconstruct(new, model, plan, calib_data, len(inputs))
-        chosen_rest = [(g, r) for g, r in chosen if g not in seq]
+        chosen_rest = [(g, r) for g, r in chosen if not consumer_keys(new, g)]  # nothing to reconstruct
     else:
         chosen_rest = chosen
     scores, grams = _scores(new, graph, chosen_rest, importance, calib_data, len(inputs), report)
@@ -195,7 +209,7 @@ def channels(
             if calib_data is None:
                 raise InputError("refit_consumers needs calib_data")
             mods = sorted({m for g, _ in chosen for m, _ in consumer_keys(new, g)})
-            grams = collect_input_grams(new, mods, calib_data, len(inputs))
+            grams = collect_input_stats(new, mods, calib_data, len(inputs))
         removed_cols: dict[str, list[np.ndarray]] = defaultdict(list)
         for g, rm in removal.items():
             for mod_name, wname in consumer_keys(new, g):
@@ -261,11 +275,11 @@ def _scores(model, graph, chosen, importance, calib_data, n_inputs, report):
         apoz = imp.apoz_scores(model, graph, [g for g, _ in chosen], calib_data, n_inputs)
     elif importance == "reconstruction":
         mods = sorted({m for g, _ in chosen for m, _ in consumer_keys(model, g)})
-        grams = collect_input_grams(model, mods, calib_data, n_inputs)
+        grams = collect_input_stats(model, mods, calib_data, n_inputs)
     scores: dict[int, np.ndarray] = {}
     for g, _ in chosen:
         if importance == "reconstruction":
-            s = thinet_scores(model, g, grams)
+            s = thinet_scores(model, g, {k: v["A"] for k, v in grams.items()})
             if s is None:
                 report["notes"].append(f"{g.describe()}: no Linear/Conv consumer to reconstruct; used l2")
                 s = imp.class_scores(model, g, "l2")

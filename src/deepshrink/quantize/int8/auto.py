@@ -23,7 +23,6 @@ from ...errors import BackendUnavailableError
 from ...inputs import as_inputs, iter_inputs
 from .api import BACKENDS, _best_ms, int8
 
-
 # Backends whose dynamic mode (activations quantized on the fly) can beat their static one: on
 # small fully connected models onnxruntime's MatMulInteger path is the fastest int8 of all.
 DYNAMIC_BACKENDS = ("x86", "onnxruntime")
