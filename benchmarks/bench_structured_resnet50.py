@@ -9,6 +9,8 @@ The shared 2-core machine is usually loaded by other jobs; with 2 threads the Op
 dominate, so 1-thread ratios are recorded too (with the load average at the start).
 
 Run:  .venv/bin/python benchmarks/bench_structured_resnet50.py [--quick]
+      .venv/bin/python benchmarks/bench_structured_resnet50.py --head-to-head  (the two pruned models
+      timed against each other; adds "head_to_head" to the JSON)
 Writes benchmarks/results/structured_resnet50.json and prints a summary.
 """
 
@@ -105,5 +107,29 @@ def main(quick: bool = False) -> dict:
     return res
 
 
+def head_to_head() -> dict:
+    """deepshrink's and Torch-Pruning's pruned models timed against each other (2 threads); merged
+    into the JSON under "head_to_head"."""
+    x1 = torch.randn(1, 3, 224, 224)
+    base = build()
+    ours = P.channels(base, x1, 0.5, importance="l2")
+    tp_model = torch_pruning(base, x1, 0.5)
+    out = {"same_layer_shapes": [tuple(p.shape) for p in ours.parameters()]
+           == [tuple(p.shape) for p in tp_model.parameters()], "load_average": list(__import__("os").getloadavg())}
+    for bs in (1, 8):
+        c = compare_latency(tp_model, ours, x1, threads=2, batch_size=bs, warmup=2, repeats=20, max_seconds=30)
+        out[f"batch{bs}"] = {"torch_pruning_ms": c.baseline_ms, "deepshrink_ms": c.candidate_ms,
+                             "deepshrink_speedup_over_torch_pruning": c.speedup}
+    res = json.loads(OUT.read_text()) if OUT.exists() else {}
+    res["head_to_head"] = out
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(res, indent=2))
+    print(json.dumps(out, indent=2))
+    return out
+
+
 if __name__ == "__main__":
-    main(quick="--quick" in sys.argv)
+    if "--head-to-head" in sys.argv:
+        head_to_head()
+    else:
+        main(quick="--quick" in sys.argv)
