@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -21,7 +21,7 @@ from torch import nn
 
 from ...errors import BackendUnavailableError
 from ...inputs import as_inputs, iter_inputs
-from .api import BACKENDS, _best_ms, int8
+from .api import BACKENDS, int8
 
 # Backends whose dynamic mode (activations quantized on the fly) can beat their static one: on
 # small fully connected models onnxruntime's MatMulInteger path is the fastest int8 of all.
@@ -38,7 +38,8 @@ def int8_auto(model: nn.Module, example_inputs: Any, calib_data: Any = None, *,
     ``"<backend>"`` and ``"<backend>/dynamic"`` in the timing note.
 
     Timing uses `threads` intra-op threads (default: torch's current setting, i.e. how the model
-    will run), the minimum of repeated runs (stable on a shared machine), at the first calibration
+    will run): the median of calls interleaved across all candidates in rounds (the typical
+    latency; a minimum favours paths that are fast only at their best), at the first calibration
     batch (or the example inputs resized to `batch_size`). A backend that fails is recorded in
     the chosen model's `quant_info.notes`. A candidate counts as matching when its output cosine to
     fp32 (on the fidelity batches) meets `min_cosine`.
@@ -72,13 +73,9 @@ def int8_auto(model: nn.Module, example_inputs: Any, calib_data: Any = None, *,
         batch = inputs
     if batch_size is not None:
         batch = rebatch(batch, batch_size)
-    times: dict[str, float] = {}
+    times = _interleaved_medians({be: (lambda _q=q: _q(*batch)) for be, q in built.items()},
+                                 threads or torch.get_num_threads())
     n_threads = threads or torch.get_num_threads()
-    with torch.no_grad():
-        for _ in range(2):
-            for be, q in built.items():
-                times[be] = min(times.get(be, float("inf")),
-                                _best_ms(lambda _q=q: _q(*batch), repeats=10, threads=n_threads))
     good = [be for be in built if (built[be].quant_info.cosine or 0) >= min_cos] or list(built)
     best = min(good, key=times.get)
     chosen = built[best]
@@ -86,3 +83,30 @@ def int8_auto(model: nn.Module, example_inputs: Any, calib_data: Any = None, *,
         f"auto backend ({n_threads} threads): " + ", ".join(f"{be} {t:.3f} ms" for be, t in times.items())
         + f" -> {best}"]
     return chosen
+
+
+def _interleaved_medians(calls: dict[str, Callable[[], Any]], threads: int, *, rounds: int = 7,
+                         budget_s: float = 0.05) -> dict[str, float]:
+    """Median ms per call of each candidate, timed round-robin so machine noise hits all alike;
+    each candidate gets about `budget_s` of calls per round (at least 3)."""
+    import statistics
+    import time
+
+    from ...measure.latency import pinned_threads
+
+    samples: dict[str, list[float]] = {k: [] for k in calls}
+    with pinned_threads(threads), torch.no_grad():
+        per_round = {}
+        for k, fn in calls.items():  # warm-up, and size each candidate's share of a round
+            for _ in range(3):
+                fn()
+            t = time.perf_counter()
+            fn()
+            per_round[k] = max(3, min(200, int(budget_s / max(time.perf_counter() - t, 1e-6))))
+        for _ in range(rounds):
+            for k, fn in calls.items():
+                for _ in range(per_round[k]):
+                    t = time.perf_counter()
+                    fn()
+                    samples[k].append((time.perf_counter() - t) * 1e3)
+    return {k: statistics.median(v) for k, v in samples.items()}
