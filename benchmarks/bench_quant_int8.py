@@ -16,7 +16,7 @@ Side by side, on the same model, calibration data (the task's 500 calibration di
 - peer onnxruntime `quantize_static` (QDQ, default options) and `quantize_dynamic` on the plain
   `torch.onnx.export` of the fp32 model.
 
-Latency: `deepshrink.measure.compare_latency` (interleaved with the fp32 model, pinned 2 threads,
+Latency: `deepshrink.measure.compare_latency` (interleaved with the fp32 model in blocks of 30 calls, pinned 2 threads,
 warm-up, median), batch 32. The machine is shared, so each ratio is the median of `ROUNDS` runs.
 
 Run:  .venv/bin/python benchmarks/bench_quant_int8.py [--quick]
@@ -122,7 +122,11 @@ def evaluate(model, task) -> float:
 def speedup(base, cand, example, rounds: int) -> dict:
     from deepshrink.measure import compare_latency
 
-    runs = [compare_latency(base, cand, example, threads=THREADS, batch_size=BATCH, repeats=60, warmup=10)
+    # Blocks of 30 consecutive calls per model (see `compare_latency(block=...)`): the int8 variants
+    # run on other thread pools (onnxruntime, inductor) than eager fp32, and alternating single
+    # calls would time the two pools fighting over the 2 cores instead of each model.
+    runs = [compare_latency(base, cand, example, threads=THREADS, batch_size=BATCH, repeats=120, warmup=10,
+                            block=30)
             for _ in range(rounds)]
     out = {
         "speedup": round(statistics.median(r.speedup for r in runs), 3),
@@ -134,8 +138,9 @@ def speedup(base, cand, example, rounds: int) -> dict:
 
 
 @torch.inference_mode()
-def round_robin(models: dict, example, threads: int, rounds: int = 60) -> dict:
-    """fp32 and every variant timed in one round-robin loop (same conditions for all), batch 32."""
+def round_robin(models: dict, example, threads: int, rounds: int = 6, block: int = 10) -> dict:
+    """fp32 and every variant timed in one round-robin loop (same conditions for all), batch 32:
+    each turn is one untimed call then `block` timed calls of one model."""
     from deepshrink.inputs import rebatch
     from deepshrink.measure import pinned_threads
 
@@ -148,9 +153,11 @@ def round_robin(models: dict, example, threads: int, rounds: int = 60) -> dict:
         order = list(models)
         for i in range(rounds):
             for k in order if i % 2 == 0 else reversed(order):
-                t = time.perf_counter()
                 models[k](*x)
-                times[k].append((time.perf_counter() - t) * 1e3)
+                for _ in range(block):
+                    t = time.perf_counter()
+                    models[k](*x)
+                    times[k].append((time.perf_counter() - t) * 1e3)
     return {k: {"median_ms": round(statistics.median(v), 3), "min_ms": round(min(v), 3)} for k, v in times.items()}
 
 

@@ -30,3 +30,27 @@ def test_compare_latency_keeps_training_mode():
     m = nn.Linear(4, 4).train()
     compare_latency(m, m, torch.zeros(1, 4), repeats=5)
     assert m.training
+
+
+class _Counter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x
+
+
+def test_compare_latency_in_blocks_times_each_model_in_runs_of_calls():
+    import pytest
+
+    from deepshrink.errors import InputError
+
+    a, b = _Counter(), _Counter()
+    r = compare_latency(a, b, torch.zeros(1, 4), warmup=2, repeats=20, block=5)
+    assert r.repeats == 20  # 4 turns of 5 timed calls each
+    # 1 check run + 2 warm-up + 4 turns x (1 untimed + 5 timed)
+    assert a.calls == b.calls == 1 + 2 + 4 * 6
+    with pytest.raises(InputError, match="block"):
+        compare_latency(a, b, torch.zeros(1, 4), repeats=5, block=0)

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import InputError
 from ..inputs import as_inputs, rebatch, run_forward
 
 
@@ -195,6 +196,7 @@ def compare_latency(
     batch_size: int | None = None,
     candidate_inputs: Any = None,
     max_seconds: float = 40.0,
+    block: int = 1,
 ) -> ComparisonResult:
     """Time `baseline` and `candidate` interleaved (A, B, A, B, ...) in this process.
 
@@ -207,6 +209,11 @@ def compare_latency(
         repeats: timed runs of each (the order alternates every round to cancel drift).
         batch_size: resize the inputs' dim 0 to this before timing.
         max_seconds: time budget for the timed runs (at least 5 rounds are run).
+        block: consecutive calls of one model per turn (A×block, B×block, ...), each turn
+            starting with one untimed call. Use ~50 when the two models run on different thread
+            pools (onnxruntime or inductor-compiled code vs eager PyTorch): alternating single
+            calls then times their idle threads spinning against each other for the two cores,
+            a contention that does not exist when either model is deployed alone.
 
     Returns:
         `ComparisonResult` with medians, p90s and `speedup = baseline_ms / candidate_ms`.
@@ -235,13 +242,14 @@ def compare_latency(
             ta: list[float] = []
             tb: list[float] = []
             deadline = time.perf_counter() + max_seconds
-            for i in range(repeats):
-                if i % 2 == 0:
-                    ta.append(_timed(baseline, a_inputs))
-                    tb.append(_timed(candidate, b_inputs))
-                else:
-                    tb.append(_timed(candidate, b_inputs))
-                    ta.append(_timed(baseline, a_inputs))
+            if block < 1:
+                raise InputError(f"block must be >= 1, got {block}")
+            turns = ((baseline, a_inputs, ta), (candidate, b_inputs, tb))
+            for i in range(-(-repeats // block)):
+                for model, inp, out in (turns if i % 2 == 0 else turns[::-1]):
+                    if block > 1:
+                        model(*inp)  # untimed: lets the other model's thread pool go idle first
+                    out.extend(_timed(model, inp) for _ in range(block))
                 if i >= 4 and time.perf_counter() > deadline:
                     break
     finally:

@@ -105,6 +105,7 @@ def _interleaved_medians(calls: dict[str, Callable[[], Any]], threads: int, *, r
             per_round[k] = max(3, min(200, int(budget_s / max(time.perf_counter() - t, 1e-6))))
         for _ in range(rounds):
             for k, fn in calls.items():
+                fn()  # untimed: lets the previous candidate's thread pool (ORT, inductor) go idle
                 for _ in range(per_round[k]):
                     t = time.perf_counter()
                     fn()

@@ -48,12 +48,16 @@ class OrtModule(nn.Module):
         self.single_output = single_output
         self._session = None
         self._threads = 0
+        # onnxruntime's default spin-waiting pool (fastest); set False when this module shares the
+        # cores with other busy threads of the same process (see `make_session`).
+        self.spin = True
 
     def session(self):
         threads = torch.get_num_threads()
-        if self._session is None or threads != self._threads:
-            self._session = make_session(self.onnx_model_bytes, threads)
-            self._threads = threads
+        key = (threads, getattr(self, "spin", True))
+        if self._session is None or key != self._threads:
+            self._session = make_session(self.onnx_model_bytes, threads, spin=key[1])
+            self._threads = key
         return self._session
 
     def forward(self, *inputs: torch.Tensor) -> Any:
