@@ -95,7 +95,9 @@ def cosine(model, ref, ids, mask) -> dict:
 def speed(base, cand, example, rounds=ROUNDS) -> dict:
     from deepshrink.measure import compare_latency
 
-    runs = [compare_latency(base, cand, example, threads=THREADS, repeats=20, warmup=3, max_seconds=60)
+    # blocks of 4 calls, each after an untimed one: onnxruntime and PyTorch have separate thread
+    # pools, and per-call alternation would time them spinning against each other
+    runs = [compare_latency(base, cand, example, threads=THREADS, repeats=20, warmup=3, max_seconds=60, block=4)
             for _ in range(rounds)]
     return {"speedup": round(statistics.median(r.speedup for r in runs), 3),
             "fp32_ms": round(statistics.median(r.baseline_ms for r in runs), 2),
@@ -115,6 +117,7 @@ def round_robin(models: dict, example: tuple, threads: int, rounds: int = 12) ->
         order = list(models)
         for i in range(rounds):
             for k in order if i % 2 == 0 else reversed(order):
+                models[k](*example)  # untimed: the previous model's thread pool goes idle
                 t = time.perf_counter()
                 models[k](*example)
                 times[k].append((time.perf_counter() - t) * 1e3)
