@@ -57,12 +57,16 @@ def int8_auto(model: nn.Module, example_inputs: Any, calib_data: Any = None, *,
     inputs = as_inputs(example_inputs)
     min_cos = kwargs.get("min_cosine", 0.99)
     built, notes = {}, []
-    candidates = [(be, be, calib_data) for be in backends]
+    candidates = [(be, be, calib_data, {}) for be in backends]
     if calib_data is not None and try_dynamic:
-        candidates += [(f"{be}/dynamic", be, None) for be in backends if be in DYNAMIC_BACKENDS]
-    for key, be, data in candidates:
+        candidates += [(f"{be}/dynamic", be, None, {}) for be in backends if be in DYNAMIC_BACKENDS]
+    if calib_data is not None and "onnxruntime" in backends and "per_channel" not in kwargs:
+        # onnxruntime's own default: per-tensor weight scales fuse into fewer, larger int8 GEMM
+        # calls on some small models; it races the per-channel default.
+        candidates.append(("onnxruntime/per_tensor", "onnxruntime", calib_data, {"per_channel": False}))
+    for key, be, data, extra in candidates:
         try:
-            built[key] = int8(model, inputs, data, backend=be, **kwargs)
+            built[key] = int8(model, inputs, data, backend=be, **kwargs, **extra)
         except Exception as exc:  # noqa: BLE001 - a failing backend is reported, the other used
             notes.append(f"backend {key} failed: {type(exc).__name__}: {exc}")
     if not built:
