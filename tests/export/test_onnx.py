@@ -115,3 +115,20 @@ def test_half_precision_roundtrip():
         assert y.dtype == torch.float32
         assert torch.nn.functional.cosine_similarity(y, m(x)).min() > 0.99
     assert next(m.parameters()).dtype == torch.float32  # input untouched
+
+
+def test_ort_module_spins_by_default_and_can_be_told_not_to():
+    from deepshrink.quantize.int8.ort_backend import OrtModule
+
+    m = TwoHeads().eval()
+    x = (torch.randn(2, 6),)
+    data, ins, outs = ex.onnx_bytes(m, x)
+    mod = OrtModule(data, ins, outs, single_output=False)
+
+    def spinning():
+        return mod.session().get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+    assert spinning() == "1"  # onnxruntime's default: fastest for small models
+    mod.spin = False
+    assert spinning() == "0"  # a new session, for processes where other threads need the cores
+    torch.testing.assert_close(mod(*x)[0], m(*x)[0], rtol=1e-4, atol=1e-5)
