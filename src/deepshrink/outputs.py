@@ -15,10 +15,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import OutputExistsError
@@ -68,3 +69,30 @@ def write_outputs(out: str | Path, files: dict[str, bytes | str | Writer], *, fo
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, *, suffix: str = ".tmp", parents: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path` atomically, on any error
+    it is removed and `path` is left as it was. `parents` creates missing parent folders.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.bin"
+        >>> with atomic_file(p) as tmp:
+        ...     _ = tmp.write_bytes(b"x")
+        >>> p.read_bytes()
+        b'x'
+    """
+    path = Path(path)
+    if parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import DeepshrinkError, FormatError, UnsupportedLayerError
+from ..outputs import atomic_file
 from . import arch as _arch
 from .coders import entropy_bits, stream_counts, table_bytes
 from .container import MAX_EXPANSION, Reader, Writer
@@ -135,17 +135,10 @@ def save(model: nn.Module, path: str | os.PathLike, *, coder: str = "auto",
     """
     path = Path(path)
     w, meta = _writer(model, coder, encodings, codebooks)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            size = w.write(fh, meta)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, parents=False) as tmp, open(tmp, "wb") as fh:
+        size = w.write(fh, meta)
+        fh.flush()
+        os.fsync(fh.fileno())
     return size
 
 

@@ -17,11 +17,9 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from torch import nn
 
 from ..errors import BackendUnavailableError, InputError, UnsupportedLayerError, VerificationError
 from ..inputs import as_inputs, flat_tensors, rebatch
+from ..outputs import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -195,22 +194,6 @@ def verify_onnx(model: nn.Module, model_bytes: bytes, input_names: list[str], ou
         raise VerificationError("ONNX outputs differ from PyTorch:\n  " + "\n  ".join(problems))
 
 
-def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` via a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def onnx(
     model: nn.Module,
     example_inputs: Any,
@@ -256,6 +239,8 @@ def onnx(
     if verify:
         verify_onnx(model, data, ins, outs, inputs, rtol=rtol, atol=atol,
                             batch_sizes=(None, 3) if dynamic else (None,))
-    out = atomic_write(path, data)
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+    out = Path(path)
     log.info("wrote %s (%d bytes)", out, len(data))
     return out

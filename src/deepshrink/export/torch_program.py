@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +18,7 @@ from torch import nn
 
 from ..errors import TraceError, VerificationError
 from ..inputs import as_inputs, flat_tensors, rebatch
+from ..outputs import atomic_file
 from .onnx_io import compare
 
 log = logging.getLogger(__name__)
@@ -81,15 +80,7 @@ def program(
         if problems:
             raise VerificationError("exported program differs from the model:\n  " + "\n  ".join(problems))
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.pt2")
-        os.close(fd)
-        try:
+        with atomic_file(path, suffix=".tmp.pt2") as tmp:
             torch.export.save(ep, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         log.info("saved exported program to %s", path)
     return ep

@@ -20,13 +20,13 @@ import functools
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import TaskError
+from ..outputs import atomic_file
 from .base import Task
 from .models import BUNDLED_MODELS
 
@@ -119,11 +119,8 @@ def baseline_model(arch: str = "lenet300", *, cache: bool = True) -> nn.Module:
     model = _train_baseline(arch)
     if cache:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            os.close(fd)
-            torch.save(model.state_dict(), tmp)
-            os.replace(tmp, path)
+            with atomic_file(path) as tmp:
+                torch.save(model.state_dict(), tmp)
         except OSError as exc:
             log.warning("could not cache the baseline at %s: %s", path, exc)
     return model
