@@ -143,21 +143,15 @@ def round_robin(models: dict, example, threads: int, rounds: int = 6, block: int
     each turn is one untimed call then `block` timed calls of one model."""
     from deepshrink.inputs import rebatch
     from deepshrink.measure import pinned_threads
+    from deepshrink.measure.latency import interleaved_ms
 
     x = rebatch(example, BATCH)
-    times: dict[str, list[float]] = {k: [] for k in models}
     with pinned_threads(threads):
         for m in models.values():
             for _ in range(5):
                 m(*x)
-        order = list(models)
-        for i in range(rounds):
-            for k in order if i % 2 == 0 else reversed(order):
-                models[k](*x)
-                for _ in range(block):
-                    t = time.perf_counter()
-                    models[k](*x)
-                    times[k].append((time.perf_counter() - t) * 1e3)
+        times = interleaved_ms({k: (lambda m=m: m(*x)) for k, m in models.items()}, rounds=rounds, block=block,
+                               settle=True)
     return {k: {"median_ms": round(statistics.median(v), 3), "min_ms": round(min(v), 3)} for k, v in times.items()}
 
 

@@ -109,18 +109,14 @@ def speed(base, cand, example, rounds=ROUNDS) -> dict:
 def round_robin(models: dict, example: tuple, threads: int, rounds: int = 12) -> dict:
     """fp32 and every variant timed in one round-robin loop (same conditions for all)."""
     from deepshrink.measure import pinned_threads
+    from deepshrink.measure.latency import interleaved_ms
 
-    times: dict[str, list[float]] = {k: [] for k in models}
     with pinned_threads(threads):
         for m in models.values():
             m(*example)
-        order = list(models)
-        for i in range(rounds):
-            for k in order if i % 2 == 0 else reversed(order):
-                models[k](*example)  # untimed: the previous model's thread pool goes idle
-                t = time.perf_counter()
-                models[k](*example)
-                times[k].append((time.perf_counter() - t) * 1e3)
+        # each timed call after an untimed one: the previous model's thread pool goes idle
+        times = interleaved_ms({k: (lambda m=m: m(*example)) for k, m in models.items()}, rounds=rounds,
+                               settle=True)
     return {k: {"median_ms": round(statistics.median(v), 2), "min_ms": round(min(v), 2)} for k, v in times.items()}
 
 

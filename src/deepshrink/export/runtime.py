@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -112,7 +111,7 @@ def compare_runtimes(
         >>> compare_runtimes(torch.nn.ReLU(), torch.randn(2, 2), runtimes=("eager",), repeats=3).best
         'eager'
     """
-    from ..measure.latency import pinned_threads
+    from ..measure.latency import interleaved_ms, pinned_threads
 
     inputs = as_inputs(example_inputs)
     if batch_size is not None:
@@ -141,19 +140,12 @@ def compare_runtimes(
             except Exception as exc:  # noqa: BLE001 - a runtime that cannot run the model is reported
                 row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
                 log.info("runtime %s unavailable for this model: %s", rt, row.error)
-        times: dict[str, list[float]] = {rt: [] for rt in built}
-        # Interleaved in blocks of consecutive calls, each block after one untimed call: the
-        # runtimes have their own thread pools, and alternating single calls would time their idle
-        # threads spinning against each other rather than each runtime as it runs when deployed.
+        # Turns of several consecutive calls, each after one untimed call: the runtimes have their
+        # own thread pools, and alternating single calls would time their idle threads spinning
+        # against each other rather than each runtime as it runs when deployed.
         block = max(1, min(10, repeats // 3))
-        for i in range(-(-repeats // block)):
-            order = list(built) if i % 2 == 0 else list(reversed(built))
-            for rt in order:
-                built[rt](*inputs)
-                for _ in range(block):
-                    t = time.perf_counter()
-                    built[rt](*inputs)
-                    times[rt].append((time.perf_counter() - t) * 1e3)
+        times = interleaved_ms({rt: (lambda m=m: m(*inputs)) for rt, m in built.items()},
+                               rounds=-(-repeats // block), block=block, settle=True)
     for row in report.rows:
         ts = sorted(times.get(row.runtime, []))
         if ts:

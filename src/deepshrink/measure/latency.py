@@ -20,7 +20,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -127,6 +127,49 @@ def _timed(model: nn.Module, inputs: tuple) -> float:
     t0 = time.perf_counter()
     model(*inputs)
     return (time.perf_counter() - t0) * 1000.0
+
+
+def interleaved_ms(
+    calls: Mapping[str, Callable[[], Any]],
+    *,
+    rounds: int,
+    block: int | Mapping[str, int] = 1,
+    settle: bool | None = None,
+    deadline: float | None = None,
+    min_rounds: int = 5,
+) -> dict[str, list[float]]:
+    """Per-call times (ms) of each callable, timed round-robin in this process.
+
+    Each round gives every callable one turn of `block` consecutive timed calls (a number, or one
+    per name); the order reverses every other round to cancel drift. With `settle` (default: when
+    a block is longer than one call) each turn starts with one untimed call, so the previous
+    callable's thread pool (onnxruntime, inductor, PyTorch) has gone idle before timing. After
+    `min_rounds`, rounds stop once `time.perf_counter()` passes `deadline`.
+
+    Example:
+        >>> times = interleaved_ms({"a": lambda: None, "b": lambda: None}, rounds=3, block=2)
+        >>> [len(v) for v in times.values()]
+        [6, 6]
+    """
+    sizes = {k: block[k] if isinstance(block, Mapping) else block for k in calls}
+    if any(n < 1 for n in sizes.values()):
+        raise InputError(f"block must be >= 1, got {block}")
+    if settle is None:
+        settle = max(sizes.values(), default=1) > 1
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    order = list(calls)
+    for i in range(rounds):
+        for k in order if i % 2 == 0 else order[::-1]:
+            fn = calls[k]
+            if settle:
+                fn()
+            for _ in range(sizes[k]):
+                t0 = time.perf_counter()
+                fn()
+                times[k].append((time.perf_counter() - t0) * 1000.0)
+        if deadline is not None and i + 1 >= min_rounds and time.perf_counter() > deadline:
+            break
+    return times
 
 
 def latency(
@@ -239,19 +282,10 @@ def compare_latency(
             for _ in range(warmup):
                 baseline(*a_inputs)
                 candidate(*b_inputs)
-            ta: list[float] = []
-            tb: list[float] = []
-            deadline = time.perf_counter() + max_seconds
-            if block < 1:
-                raise InputError(f"block must be >= 1, got {block}")
-            turns = ((baseline, a_inputs, ta), (candidate, b_inputs, tb))
-            for i in range(-(-repeats // block)):
-                for model, inp, out in (turns if i % 2 == 0 else turns[::-1]):
-                    if block > 1:
-                        model(*inp)  # untimed: lets the other model's thread pool go idle first
-                    out.extend(_timed(model, inp) for _ in range(block))
-                if i >= 4 and time.perf_counter() > deadline:
-                    break
+            times = interleaved_ms({"a": lambda: baseline(*a_inputs), "b": lambda: candidate(*b_inputs)},
+                                   rounds=-(-repeats // max(block, 1)), block=block,
+                                   deadline=time.perf_counter() + max_seconds)
+            ta, tb = times["a"], times["b"]
     finally:
         baseline.train(modes[0])
         candidate.train(modes[1])

@@ -77,9 +77,8 @@ def int8_auto(model: nn.Module, example_inputs: Any, calib_data: Any = None, *,
         batch = inputs
     if batch_size is not None:
         batch = rebatch(batch, batch_size)
-    times = _interleaved_medians({be: (lambda _q=q: _q(*batch)) for be, q in built.items()},
-                                 threads or torch.get_num_threads())
     n_threads = threads or torch.get_num_threads()
+    times = _interleaved_medians({be: (lambda _q=q: _q(*batch)) for be, q in built.items()}, n_threads)
     good = [be for be in built if (built[be].quant_info.cosine or 0) >= min_cos] or list(built)
     best = min(good, key=times.get)
     chosen = built[best]
@@ -92,26 +91,19 @@ def int8_auto(model: nn.Module, example_inputs: Any, calib_data: Any = None, *,
 def _interleaved_medians(calls: dict[str, Callable[[], Any]], threads: int, *, rounds: int = 7,
                          budget_s: float = 0.05) -> dict[str, float]:
     """Median ms per call of each candidate, timed round-robin so machine noise hits all alike;
-    each candidate gets about `budget_s` of calls per round (at least 3)."""
+    each candidate gets about `budget_s` of calls per turn (at least 3)."""
     import statistics
     import time
 
-    from ...measure.latency import pinned_threads
+    from ...measure.latency import interleaved_ms, pinned_threads
 
-    samples: dict[str, list[float]] = {k: [] for k in calls}
     with pinned_threads(threads), torch.no_grad():
-        per_round = {}
-        for k, fn in calls.items():  # warm-up, and size each candidate's share of a round
+        per_turn = {}
+        for k, fn in calls.items():  # warm-up, and size each candidate's turn
             for _ in range(3):
                 fn()
             t = time.perf_counter()
             fn()
-            per_round[k] = max(3, min(200, int(budget_s / max(time.perf_counter() - t, 1e-6))))
-        for _ in range(rounds):
-            for k, fn in calls.items():
-                fn()  # untimed: lets the previous candidate's thread pool (ORT, inductor) go idle
-                for _ in range(per_round[k]):
-                    t = time.perf_counter()
-                    fn()
-                    samples[k].append((time.perf_counter() - t) * 1e3)
+            per_turn[k] = max(3, min(200, int(budget_s / max(time.perf_counter() - t, 1e-6))))
+        samples = interleaved_ms(calls, rounds=rounds, block=per_turn, settle=True)
     return {k: statistics.median(v) for k, v in samples.items()}
