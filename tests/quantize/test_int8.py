@@ -16,7 +16,7 @@ from deepshrink.quantize.int8.torch_backend import DynamicLinear, is_quantized_m
 from tests.models import MLP, SmallCNN
 
 # fast, deterministic settings: no timing-based decisions in tests
-FAST = dict(engine="fbgemm", fallback_slow=False, equalize=False, bias_correction=False)
+FAST = dict(engine="fbgemm", fallback_slow=False, equalize=False, bias_correction=False, align_channels=False)
 
 
 @pytest.fixture(scope="module")

@@ -172,6 +172,31 @@ def interleaved_ms(
     return times
 
 
+def interleaved_medians(calls: Mapping[str, Callable[[], Any]], threads: int | None = None, *, rounds: int = 7,
+                        budget_s: float = 0.05) -> dict[str, float]:
+    """Median ms per call of each callable, timed round-robin (`interleaved_ms`) on `threads`.
+
+    Used to choose between candidates (backends, graph variants): each gets a warm-up and turns
+    of about `budget_s` worth of calls (3 to 200), so machine noise hits all alike; the median is
+    the typical latency (a minimum favours paths that are fast only at their best).
+
+    Example:
+        >>> t = interleaved_medians({"a": lambda: None, "b": lambda: sum(range(100))}, 1, rounds=2)
+        >>> sorted(t)
+        ['a', 'b']
+    """
+    with pinned_threads(threads), torch.no_grad():
+        per_turn = {}
+        for k, fn in calls.items():  # warm-up, and size each candidate's turn
+            for _ in range(3):
+                fn()
+            t = time.perf_counter()
+            fn()
+            per_turn[k] = max(3, min(200, int(budget_s / max(time.perf_counter() - t, 1e-6))))
+        samples = interleaved_ms(calls, rounds=rounds, block=per_turn, settle=True)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
 def latency(
     model: nn.Module,
     example_inputs: Any,

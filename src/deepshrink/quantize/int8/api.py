@@ -287,6 +287,7 @@ def int8(
     fidelity_data: Any = None,
     check_speed: bool = True,
     fixed_qparams: dict[str, dict] | None = None,
+    align_channels: bool | str = "auto",
 ) -> nn.Module:
     """Post-training int8 quantization that runs real int8 kernels; returns a new model.
 
@@ -321,6 +322,10 @@ def int8(
             observed ones: `{"weight_scale": tensor (per output channel), "act_scale": float,
             "act_zero_point": int}` (uint8 input activation). QAT conversion passes its learned
             LSQ steps here (see `torch_backend.apply_fixed_qparams`); needs full-range activations.
+        align_channels: static only: pad conv output channels to a multiple of 32 with zero
+            filters (exact; see `align.py`) where the int8 kernels vectorize over channels:
+            "auto" keeps each padding only if the int8 model measures faster (timed, torch's
+            thread count, first fidelity batch), True pads every site, False never.
 
     Returns:
         The int8 model, with `.quant_info` (`QuantInfo`).
@@ -357,8 +362,8 @@ def int8(
         raise InputError(f"unknown quantized engine {engine!r}; choose from {', '.join(ENGINES)} or 'auto'")
     if fixed_qparams and (backend != "x86" or calib_data is None):
         raise InputError("fixed_qparams (e.g. learned QAT scales) need backend='x86' with calib_data (static)")
-    if equalize not in (True, False, "auto") or bias_correction not in (True, False, "auto"):
-        raise InputError("equalize and bias_correction must be True, False or 'auto'")
+    if any(v not in (True, False, "auto") for v in (equalize, bias_correction, align_channels)):
+        raise InputError("equalize, bias_correction and align_channels must be True, False or 'auto'")
     if not 0.0 < min_cosine <= 1.0:
         raise InputError(f"min_cosine must be in (0, 1], got {min_cosine}")
     inputs = as_inputs(example_inputs)
@@ -406,6 +411,13 @@ def int8(
         else:
             raise TraceError(f"{exc}. Static int8 on backend 'x86' needs an FX-traceable model; use "
                              "calib_data=None (dynamic) or backend='onnxruntime'") from exc
+    if static and align_channels and not fixed_qparams and isinstance(float_model, torch.fx.GraphModule):
+        from .align import align_channels as align
+
+        float_model, record = align(float_model, lambda g: builder_for(g)(excluded), eval_batches[0],
+                                    measure=align_channels == "auto")
+        if record:
+            info.passes["channel_alignment"] = record
     if backend == "x86" and engine == "auto":
         engine, timings = pick_engine(lambda e: _Builder(
             float_model, inputs, calib, backend=backend, method=calibration, percentile=percentile,

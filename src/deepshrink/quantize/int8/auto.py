@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ from torch import nn
 
 from ...errors import BackendUnavailableError
 from ...inputs import as_inputs, iter_inputs
+from ...measure.latency import interleaved_medians
 from .api import BACKENDS, int8
 
 # Backends whose dynamic mode (activations quantized on the fly) can beat their static one: on
@@ -78,7 +79,7 @@ def int8_auto(model: nn.Module, example_inputs: Any, calib_data: Any = None, *,
     if batch_size is not None:
         batch = rebatch(batch, batch_size)
     n_threads = threads or torch.get_num_threads()
-    times = _interleaved_medians({be: (lambda _q=q: _q(*batch)) for be, q in built.items()}, n_threads)
+    times = interleaved_medians({be: (lambda _q=q: _q(*batch)) for be, q in built.items()}, n_threads)
     good = [be for be in built if (built[be].quant_info.cosine or 0) >= min_cos] or list(built)
     best = min(good, key=times.get)
     chosen = built[best]
@@ -87,23 +88,3 @@ def int8_auto(model: nn.Module, example_inputs: Any, calib_data: Any = None, *,
         + f" -> {best}"]
     return chosen
 
-
-def _interleaved_medians(calls: dict[str, Callable[[], Any]], threads: int, *, rounds: int = 7,
-                         budget_s: float = 0.05) -> dict[str, float]:
-    """Median ms per call of each candidate, timed round-robin so machine noise hits all alike;
-    each candidate gets about `budget_s` of calls per turn (at least 3)."""
-    import statistics
-    import time
-
-    from ...measure.latency import interleaved_ms, pinned_threads
-
-    with pinned_threads(threads), torch.no_grad():
-        per_turn = {}
-        for k, fn in calls.items():  # warm-up, and size each candidate's turn
-            for _ in range(3):
-                fn()
-            t = time.perf_counter()
-            fn()
-            per_turn[k] = max(3, min(200, int(budget_s / max(time.perf_counter() - t, 1e-6))))
-        samples = interleaved_ms(calls, rounds=rounds, block=per_turn, settle=True)
-    return {k: statistics.median(v) for k, v in samples.items()}
