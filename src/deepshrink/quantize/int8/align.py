@@ -132,7 +132,8 @@ def align_channels(gm: fx.GraphModule, build: Callable[[fx.GraphModule], nn.Modu
         except Exception as exc:  # noqa: BLE001 - an alignment the backend cannot build is skipped
             record[first] = f"{what}: build failed ({type(exc).__name__})"
             continue
-        times = interleaved_medians({"base": lambda: best_q(*batch), "trial": lambda: trial_q(*batch)}, threads)
+        times = interleaved_medians({"base": lambda b=best_q: b(*batch), "trial": lambda t=trial_q: t(*batch)},
+                                    threads)
         keep = times["trial"] < KEEP_MARGIN * times["base"]
         record[first] = (f"{what}: {'kept' if keep else 'rejected'} "
                          f"({times['trial']:.3f} ms vs {times['base']:.3f} ms int8, {threads} threads)")
