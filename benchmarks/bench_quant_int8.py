@@ -138,7 +138,7 @@ def speedup(base, cand, example, rounds: int) -> dict:
 
 
 @torch.inference_mode()
-def round_robin(models: dict, example, threads: int, rounds: int = 6, block: int = 10) -> dict:
+def round_robin(models: dict, example, threads: int, rounds: int = 12, block: int = 10) -> dict:
     """fp32 and every variant timed in one round-robin loop (same conditions for all), batch 32:
     each turn is one untimed call then `block` timed calls of one model."""
     from deepshrink.inputs import rebatch
@@ -191,7 +191,8 @@ def bench_model(name: str, model: nn.Module, task, rounds: int) -> dict:
         info = getattr(q, "quant_info", None)
         if info is not None:
             v["quant_info"] = {"backend": info.backend, "engine": info.engine, "cosine": info.cosine,
-                               "quantized": info.quantized, "fallback": info.fallback, "notes": info.notes}
+                               "quantized": info.quantized, "fallback": info.fallback, "notes": info.notes,
+                               "passes": info.passes}
         row["variants"][label] = v
         built[label] = q
         log.info("%s / %s: acc %.4f (fp32 %.4f) speedup %.2fx", name, label, acc, fp32_acc, v["speedup"])
@@ -201,7 +202,25 @@ def bench_model(name: str, model: nn.Module, task, rounds: int) -> dict:
         for label in built:
             row["variants"][label][f"rr_speedup_{threads}t"] = round(rr["fp32"]["median_ms"] / rr[label]["median_ms"], 3)
             row["variants"][label][f"rr_speedup_min_{threads}t"] = round(rr["fp32"]["min_ms"] / rr[label]["min_ms"], 3)
+    row["verdict"] = verdict(row)
     return row
+
+
+def verdict(row: dict) -> dict:
+    """The issue's targets for `int8_auto`: accuracy within 0.3 points, >= 3x, and not below any peer
+    (compared in the round-robin, where all variants run under the same conditions)."""
+    ours = row["variants"].get("deepshrink int8 auto", {})
+    if "speedup" not in ours:
+        return {"error": "int8_auto failed"}
+    peers = {k: v for k, v in row["variants"].items() if k.startswith("peer") and "speedup" in v}
+    out = {"accuracy_drop_points": ours["accuracy_drop_points"], "speedup_pairwise": ours["speedup"]}
+    for t in (THREADS, 1):
+        key = f"rr_speedup_{t}t"
+        best = max(peers, key=lambda k: peers[k][key]) if peers else None
+        out[f"speedup_rr_{t}t"] = ours[key]
+        out[f"best_peer_rr_{t}t"] = best
+        out[f"ours_over_best_peer_rr_{t}t"] = round(ours[key] / peers[best][key], 3) if best else None
+    return out
 
 
 def main(argv=None) -> dict:
@@ -242,6 +261,7 @@ def main(argv=None) -> dict:
                       f"batch-{BATCH} speedup {v['speedup']:.2f}x (pairwise)  round-robin "
                       f"{v['rr_speedup_2t']:.2f}x median / {v['rr_speedup_min_2t']:.2f}x min (2 thr), "
                       f"{v['rr_speedup_1t']:.2f}x / {v['rr_speedup_min_1t']:.2f}x (1 thr)")
+        print(f"  verdict: {r['verdict']}")
     print(f"\nwrote {OUT}")
     return result
 

@@ -182,6 +182,17 @@ def test_view_is_rewritten_for_channels_last_int8():
     assert q(torch.randn(3, 1, 8, 8)).shape == (3, 3)
 
 
+def test_flatten_module_stays_on_quantized_tensors():
+    """nn.Flatten becomes torch.flatten, which torch.ao runs on the int8 tensor (no dequantize/quantize pair)."""
+    m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    x = torch.randn(8, 1, 8, 8)
+    q = Q.int8(m, x, [x], **FAST)
+    code = q.code
+    assert "torch.flatten" in code and code.count(".dequantize()") == 1  # only the output
+    with torch.no_grad():
+        assert torch.nn.functional.cosine_similarity(q(x), m(x)).mean() > 0.99
+
+
 def test_sensitive_layers_fall_back():
     m = _trained_bn_cnn()
     q = Q.int8(m, SmallCNN.example_inputs(), _cnn_calib(), min_cosine=1.0, max_fallback=1, **FAST)

@@ -85,13 +85,25 @@ def _set_submodule(gm: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def view_to_reshape(gm: fx.GraphModule) -> fx.GraphModule:
-    """Turn `tensor.view(...)` calls into `reshape`: int8 conv outputs are channels-last, where view fails."""
+    """Turn `tensor.view(...)` calls into `reshape` (int8 conv outputs are channels-last, where view
+    fails) and `nn.Flatten` modules into `torch.flatten` calls (torch.ao's x86 config keeps the
+    function on quantized tensors but dequantizes around the module: two extra passes per call).
+    """
     changed = False
     for node in gm.graph.nodes:
         if node.op == "call_method" and node.target == "view":
             node.target = "reshape"
             changed = True
+        flatten = _module(gm, node)
+        if isinstance(flatten, nn.Flatten):
+            with gm.graph.inserting_after(node):
+                call = gm.graph.call_function(torch.flatten, (node.args[0], flatten.start_dim, flatten.end_dim))
+            node.replace_all_uses_with(call)
+            gm.graph.erase_node(node)
+            changed = True
     if changed:
+        gm.graph.lint()
+        gm.delete_all_unused_submodules()
         gm.recompile()
     return gm
 
