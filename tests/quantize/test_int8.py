@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import operator
 
 import pytest
 import torch
@@ -147,6 +148,21 @@ def test_equalization_and_affine_folding_are_exact(lenet5):
     r1 = a.weight.reshape(20, -1).abs().amax(1)
     r2 = b.weight.transpose(0, 1).reshape(20, -1).abs().amax(1)
     assert torch.allclose(r1, r2, rtol=0.15)  # per-channel ranges (nearly) matched
+
+
+def test_affine_folds_through_flatten_exactly():
+    """LeNet-300-100: Normalize -> Flatten -> Linear; the sub/div fold into the Linear, the flatten stays."""
+    from deepshrink.tasks.models import LeNet300
+
+    torch.manual_seed(0)
+    model = LeNet300().eval()
+    gm = G.view_to_reshape(G.trace(model))
+    x = torch.rand(4, 1, 28, 28)
+    assert G.fold_input_affine(gm) == 2
+    assert not any(n.target in (operator.sub, operator.truediv) for n in gm.graph.nodes)
+    assert any(n.target is torch.flatten for n in gm.graph.nodes)
+    with torch.no_grad():
+        torch.testing.assert_close(gm(x), model(x), rtol=1e-4, atol=1e-5)
 
 
 def test_bias_correction_reduces_mean_shift():

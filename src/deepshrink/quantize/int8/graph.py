@@ -132,7 +132,8 @@ def _scalar_affine(node: fx.Node) -> tuple[float, float] | None:
 
 @torch.no_grad()
 def fold_input_affine(gm: fx.GraphModule) -> int:
-    """Fold scalar `x * a + b` chains (e.g. input normalization) into the conv/linear they feed.
+    """Fold scalar `x * a + b` chains (e.g. input normalization) into the conv/linear they feed,
+    also through flatten/reshape/view ops in between.
 
     Exact: only into layers without zero padding effects (conv padding 0, or linear). Returns the
     number of folded ops; changes `gm` in place.
@@ -144,7 +145,12 @@ def fold_input_affine(gm: fx.GraphModule) -> int:
             continue
         if isinstance(layer, _CONV) and (any(p != 0 for p in _tuple(layer.padding)) or layer.groups != 1):
             continue
-        chain, cur = [], node.args[0]
+        # a scalar affine commutes with reshapes: look through flatten/reshape/view (e.g. an MLP's
+        # Normalize -> Flatten -> Linear) to the chain, and keep the reshapes
+        consumer, cur = node, node.args[0]
+        while isinstance(cur, fx.Node) and len(cur.users) == 1 and _is_reshape(gm, cur):
+            consumer, cur = cur, cur.args[0]
+        chain = []
         while isinstance(cur, fx.Node) and len(cur.users) == 1 and _scalar_affine(cur) is not None:
             chain.append(cur)
             cur = cur.args[0]
@@ -161,7 +167,7 @@ def fold_input_affine(gm: fx.GraphModule) -> int:
             layer.bias = nn.Parameter(torch.zeros(w.shape[0]))
         layer.bias.add_(extra)
         w.mul_(a)
-        node.replace_input_with(chain[0], cur)
+        consumer.replace_input_with(chain[0], cur)
         for op in chain:
             gm.graph.erase_node(op)
         folded += len(chain)
@@ -181,6 +187,15 @@ def _is_homogeneous(gm: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_function":
         return node.target in _HOMOGENEOUS_FUNCS
     return node.op == "call_method" and node.target in ("relu",)
+
+
+def _is_reshape(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """A node that only reshapes its first argument (flatten, reshape, view), whatever the dims."""
+    if isinstance(_module(gm, node), nn.Flatten):
+        return True
+    if node.op == "call_function":
+        return node.target in (torch.flatten, torch.reshape)
+    return node.op == "call_method" and node.target in ("flatten", "reshape", "view")
 
 
 def _is_flatten(gm: fx.GraphModule, node: fx.Node) -> bool:
