@@ -37,11 +37,31 @@ def test_recipe_round_trip_and_validation():
 def test_int8_step_static_records_fallbacks():
     m, ctx = _ctx()
     step = Recipe.from_list([{"type": "int8", "engine": "fbgemm", "fallback_slow": False,
-                              "exclude": ["fc2"]}]).steps[0]
+                              "exclude": ["fc2"], "keep_fp32_if_slower": False}]).steps[0]
     q = step.apply(m, ctx)
     assert q.quant_info.mode == "static"
     assert ctx.row_extras["int8_mode"] == "static" and ctx.row_extras["int8_layers"] == 1
     assert any(s["layer"] == "fc2" for s in ctx.skipped)
+
+
+def test_int8_step_keeps_fp32_when_int8_is_slower(monkeypatch):
+    """A quantized model is never slower than fp32 in the result: the step says so and keeps fp32."""
+    import itertools
+
+    from deepshrink.quantize.int8 import api
+
+    timings = itertools.cycle([1.0, 2.0])  # check_speed times fp32 first, then int8
+    monkeypatch.setattr(api, "_best_ms", lambda fn, repeats=15, threads=1: (fn(), next(timings))[1])
+    m, ctx = _ctx()
+    step = Recipe.from_list([{"type": "int8", "engine": "fbgemm", "fallback_slow": False}]).steps[0]
+    out = step.apply(m, ctx)
+    assert out is m and ctx.row_extras["int8_kept_fp32"] is True
+    assert any("slower than fp32" in s["reason"] and "kept the fp32 model" in s["reason"] for s in ctx.skipped)
+    m, ctx = _ctx()
+    off = Recipe.from_list([{"type": "int8", "engine": "fbgemm", "fallback_slow": False,
+                             "keep_fp32_if_slower": False}]).steps[0]
+    q = off.apply(m, ctx)
+    assert q.quant_info.slower_than_fp32 is True and "int8_kept_fp32" not in ctx.row_extras
 
 
 @pytest.mark.parametrize("spec", [

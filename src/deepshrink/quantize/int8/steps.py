@@ -46,6 +46,8 @@ class Int8Step:
     exclude: tuple = ()  # selectors kept fp32
     calib_batches: int = 32  # calibration batches used at most
     engine: Literal["auto", "fbgemm", "x86", "onednn"] = "auto"  # torch quantized engine (x86 backend)
+    align_channels: bool | Literal["auto"] = "auto"  # pad conv channels to 32 where measured faster
+    keep_fp32_if_slower: bool = True  # int8 measured slower than fp32 here: keep the fp32 model (recorded)
 
     def __post_init__(self):
         if self.calibration not in METHODS:
@@ -71,7 +73,7 @@ class Int8Step:
             reduce_range=self.reduce_range, fold_bn=self.fold_bn, equalize=self.equalize,
             bias_correction=self.bias_correction, fallback=self.fallback, min_cosine=self.min_cosine,
             max_fallback=self.max_fallback, fallback_slow=self.fallback_slow, exclude=self.exclude,
-            calib_batches=self.calib_batches, engine=self.engine,
+            calib_batches=self.calib_batches, engine=self.engine, align_channels=self.align_channels,
         )
         if self.backend == "auto":
             q = int8_auto(model, ctx.example_inputs, calib, **kwargs)
@@ -85,6 +87,13 @@ class Int8Step:
             "int8_cosine": None if info.cosine is None else round(info.cosine, 6),
             "int8_slower_than_fp32": info.slower_than_fp32,
         })
+        if info.slower_than_fp32 and self.keep_fp32_if_slower:
+            ms = info.latency_ms
+            ctx.skip("(whole model)", f"int8 ({info.backend}) measured slower than fp32 on this CPU "
+                     f"({ms.get('int8')} ms vs {ms.get('fp32')} ms at batch {ms.get('batch')}, "
+                     f"{ms.get('threads')} thread): kept the fp32 model")
+            ctx.row_extras["int8_kept_fp32"] = True
+            return model
         return q
 
 
