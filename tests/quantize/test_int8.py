@@ -270,3 +270,21 @@ def test_int8_auto_keeps_a_faithful_backend():
     assert timing and "onnxruntime/dynamic" in timing[0]  # with calib_data, dynamic modes compete too
     assert q.quant_info.mode in ("static", "dynamic")
     assert q.quant_info.latency_ms["int8"] > 0 and q.quant_info.slower_than_fp32 in (True, False)
+
+
+@pytest.mark.parametrize("trial_ms, kept", [(2.0, False), (0.5, True)])
+def test_slow_layer_fallback_is_kept_only_if_the_model_gets_faster(monkeypatch, trial_ms, kept):
+    """A layer slower alone in int8 stays int8 unless the whole model measures faster with it fp32."""
+    import sys
+
+    from deepshrink.quantize.int8 import api
+
+    latency = sys.modules["deepshrink.measure.latency"]  # the module (the package exports a function of that name)
+    monkeypatch.setattr(api, "slow_layers", lambda f, q, b: {"fc2": "int8 kernel slower than fp32 on its input"})
+    monkeypatch.setattr(latency, "interleaved_medians", lambda calls, threads: {"current": 1.0, "trial": trial_ms})
+    m = MLP().eval()
+    calib = [torch.randn(16, 16) for _ in range(2)]
+    q = Q.int8(m, calib[0], calib, **{**FAST, "fallback_slow": True})
+    fallen = {r["layer"] for r in q.quant_info.fallback}
+    assert ("fc2" in fallen) is kept and ("fc2" in q.quant_info.quantized) is not kept
+    assert q.quant_info.passes["slow_fallback"]["fc2"].startswith("kept" if kept else "rejected")
