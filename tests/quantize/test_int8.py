@@ -288,3 +288,30 @@ def test_slow_layer_fallback_is_kept_only_if_the_model_gets_faster(monkeypatch, 
     fallen = {r["layer"] for r in q.quant_info.fallback}
     assert ("fc2" in fallen) is kept and ("fc2" in q.quant_info.quantized) is not kept
     assert q.quant_info.passes["slow_fallback"]["fc2"].startswith("kept" if kept else "rejected")
+
+
+def test_int8_auto_breaks_timing_ties_by_fidelity(monkeypatch):
+    """Candidates within `speed_tolerance` of the fastest tie; the most faithful of them is kept."""
+    from deepshrink.quantize.int8 import auto
+
+    m = MLP().eval()
+    calib = [torch.randn(16, 16) for _ in range(2)]
+    kw = dict(backends=("x86",), engine="fbgemm", fallback_slow=False, equalize=False, bias_correction=False,
+              threads=1, batch_size=4)
+
+    example = MLP.example_inputs()  # fixed: dynamic mode measures its fidelity on the example inputs
+
+    def chosen(times, tol):
+        monkeypatch.setattr(auto, "interleaved_medians", lambda calls, threads: times)
+        q = Q.int8_auto(m, example, calib, speed_tolerance=tol, **kw)
+        return q, q.quant_info.notes[-1]
+
+    q, note = chosen({"x86": 1.0, "x86/dynamic": 1.5}, 0.05)
+    assert note.endswith("-> x86") and q.quant_info.mode == "static"
+    q, note = chosen({"x86": 1.0, "x86/dynamic": 1.03}, 0.0)
+    assert note.endswith("-> x86")
+    q, note = chosen({"x86": 1.0, "x86/dynamic": 1.03}, 0.05)
+    assert "most faithful of x86, x86/dynamic" in note
+    static, _ = chosen({"x86": 1.0, "x86/dynamic": 9.0}, 0.0)
+    dynamic, _ = chosen({"x86": 9.0, "x86/dynamic": 1.0}, 0.0)
+    assert q.quant_info.cosine == max(static.quant_info.cosine, dynamic.quant_info.cosine)

@@ -31,8 +31,9 @@ DYNAMIC_BACKENDS = ("x86", "onnxruntime")
 
 def int8_auto(model: nn.Module, example_inputs: Any, calib_data: Any = None, *,
               backends: Sequence[str] = BACKENDS, batch_size: int | None = None, threads: int | None = None,
-              try_dynamic: bool = True, **kwargs: Any) -> nn.Module:
-    """`int8` on every backend in `backends`; returns the fastest whose output cosine meets `min_cosine`.
+              try_dynamic: bool = True, speed_tolerance: float = 0.05, **kwargs: Any) -> nn.Module:
+    """`int8` on every backend in `backends`; returns the fastest whose output cosine meets `min_cosine`
+    (of those within `speed_tolerance` of the fastest, the one with the highest output cosine).
 
     With `calib_data`, each backend is built static (calibrated activations) and, when
     `try_dynamic` and the backend supports it, also dynamic; candidates are named
@@ -43,7 +44,8 @@ def int8_auto(model: nn.Module, example_inputs: Any, calib_data: Any = None, *,
     latency; a minimum favours paths that are fast only at their best), at the first calibration
     batch (or the example inputs resized to `batch_size`). A backend that fails is recorded in
     the chosen model's `quant_info.notes`. A candidate counts as matching when its output cosine to
-    fp32 (on the fidelity batches) meets `min_cosine`.
+    fp32 (on the fidelity batches) meets `min_cosine`. Candidates within `speed_tolerance` of the
+    fastest are a tie at this timing's resolution; the most faithful of them is kept.
 
     Example:
         >>> import torch
@@ -60,7 +62,9 @@ def int8_auto(model: nn.Module, example_inputs: Any, calib_data: Any = None, *,
     built, notes = {}, []
     candidates = [(be, be, calib_data, {}) for be in backends]
     if calib_data is not None and try_dynamic:
-        candidates += [(f"{be}/dynamic", be, None, {}) for be in backends if be in DYNAMIC_BACKENDS]
+        # fidelity on the calibration batches, like the static candidates, so cosines compare
+        same_fidelity = {} if "fidelity_data" in kwargs else {"fidelity_data": calib_data}
+        candidates += [(f"{be}/dynamic", be, None, same_fidelity) for be in backends if be in DYNAMIC_BACKENDS]
     if calib_data is not None and "onnxruntime" in backends and "per_channel" not in kwargs:
         # onnxruntime's own default: per-tensor weight scales fuse into fewer, larger int8 GEMM
         # calls on some small models; it races the per-channel default.
@@ -81,10 +85,15 @@ def int8_auto(model: nn.Module, example_inputs: Any, calib_data: Any = None, *,
     n_threads = threads or torch.get_num_threads()
     times = interleaved_medians({be: (lambda _q=q: _q(*batch)) for be, q in built.items()}, n_threads)
     good = [be for be in built if (built[be].quant_info.cosine or 0) >= min_cos] or list(built)
-    best = min(good, key=times.get)
+    fastest = min(times[be] for be in good)
+    # candidates within `speed_tolerance` of the fastest are a tie at this timing's resolution:
+    # among them keep the most faithful (e.g. per-batch dynamic scales over per-tensor weights)
+    near = [be for be in good if times[be] <= fastest * (1.0 + speed_tolerance)]
+    best = max(near, key=lambda be: (built[be].quant_info.cosine or 0.0, -times[be]))
     chosen = built[best]
     chosen.quant_info.notes += notes + [
         f"auto backend ({n_threads} threads): " + ", ".join(f"{be} {t:.3f} ms" for be, t in times.items())
-        + f" -> {best}"]
+        + f" -> {best}"
+        + (f" (most faithful of {', '.join(near)}, within {speed_tolerance:.0%})" if len(near) > 1 else "")]
     return chosen
 
