@@ -148,8 +148,15 @@ def make_session(model_bytes: bytes, threads: int | None = None, *, spin: bool =
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 
+def _as_numpy(t: torch.Tensor):
+    # the common case (CPU tensor under no_grad) skips detach/cpu: ~1.5 us per input on a
+    # 0.1 ms model is measurable
+    return t.numpy() if t.device.type == "cpu" and not t.requires_grad else t.detach().cpu().numpy()
+
+
 def run_session(session, input_names: list[str], inputs: tuple) -> list[torch.Tensor]:
-    feeds = {n: t.detach().cpu().numpy() for n, t in zip(input_names, inputs, strict=False)}
+    """Run an onnxruntime session on torch tensors; outputs come back as tensors (no copy)."""
+    feeds = {n: _as_numpy(t) for n, t in zip(input_names, inputs, strict=False)}
     return [torch.from_numpy(o) for o in session.run(None, feeds)]
 
 
