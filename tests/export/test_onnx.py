@@ -132,3 +132,20 @@ def test_ort_module_spins_by_default_and_can_be_told_not_to():
     mod.spin = False
     assert spinning() == "0"  # a new session, for processes where other threads need the cores
     torch.testing.assert_close(mod(*x)[0], m(*x)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_ort_module_thread_cap():
+    """`with_threads(1)` shares the model bytes and runs one intra-op thread whatever torch's setting."""
+    from deepshrink.measure import pinned_threads
+    from deepshrink.quantize.int8.ort_backend import OrtModule
+
+    m = TwoHeads().eval()
+    x = (torch.randn(2, 6),)
+    data, ins, outs = ex.onnx_bytes(m, x)
+    mod = OrtModule(data, ins, outs, single_output=False)
+    one = mod.with_threads(1)
+    assert one.onnx_model_bytes is mod.onnx_model_bytes and one.max_threads == 1
+    with pinned_threads(2):
+        assert mod.session().get_session_options().intra_op_num_threads == 2
+        assert one.session().get_session_options().intra_op_num_threads == 1
+        torch.testing.assert_close(one(*x)[0], mod(*x)[0])

@@ -315,3 +315,13 @@ def test_int8_auto_breaks_timing_ties_by_fidelity(monkeypatch):
     static, _ = chosen({"x86": 1.0, "x86/dynamic": 9.0}, 0.0)
     dynamic, _ = chosen({"x86": 9.0, "x86/dynamic": 1.0}, 0.0)
     assert q.quant_info.cosine == max(static.quant_info.cosine, dynamic.quant_info.cosine)
+
+
+def test_int8_auto_races_single_thread_onnxruntime():
+    pytest.importorskip("onnxruntime")
+    m = MLP().eval()
+    q = Q.int8_auto(m, MLP.example_inputs(), [torch.randn(16, 16)], backends=("onnxruntime",), threads=2,
+                    equalize=False, bias_correction=False)
+    timing = [n for n in q.quant_info.notes if n.startswith("auto backend")][0]
+    assert "onnxruntime/1thread" in timing and "onnxruntime/dynamic/1thread" in timing
+    assert q.quant_info.backend == "onnxruntime" and q.max_threads in (None, 1)

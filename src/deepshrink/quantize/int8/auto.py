@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,6 +84,12 @@ def int8_auto(model: nn.Module, example_inputs: Any, calib_data: Any = None, *,
     if batch_size is not None:
         batch = rebatch(batch, batch_size)
     n_threads = threads or torch.get_num_threads()
+    if n_threads > 1:
+        # on tiny models one onnxruntime thread can beat two (no fork/join per op): race that too
+        for key in [k for k, q in built.items() if hasattr(q, "with_threads")]:
+            single = built[key].with_threads(1)
+            single.quant_info = copy.deepcopy(built[key].quant_info)
+            built[f"{key}/1thread"] = single
     times = interleaved_medians({be: (lambda _q=q: _q(*batch)) for be, q in built.items()}, n_threads)
     good = [be for be in built if (built[be].quant_info.cosine or 0) >= min_cos] or list(built)
     fastest = min(times[be] for be in good)

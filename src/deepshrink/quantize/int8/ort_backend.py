@@ -37,6 +37,8 @@ class OrtModule(nn.Module):
     Attributes:
         onnx_model_bytes: the serialized ONNX model.
         input_names / output_names: graph I/O names, in order.
+        spin: onnxruntime's spin-waiting thread pool (default True).
+        max_threads: cap on intra-op threads (default None: torch's current thread count).
     """
 
     def __init__(self, model_bytes: bytes, input_names: list[str], output_names: list[str],
@@ -51,9 +53,28 @@ class OrtModule(nn.Module):
         # onnxruntime's default spin-waiting pool (fastest); set False when this module shares the
         # cores with other busy threads of the same process (see `make_session`).
         self.spin = True
+        # at most this many intra-op threads (None: torch's current count). Tiny models can run
+        # faster on one thread than on two; `int8_auto` measures that and sets it.
+        self.max_threads: int | None = None
+
+    def with_threads(self, max_threads: int | None) -> OrtModule:
+        """The same ONNX model (bytes shared) capped at `max_threads` intra-op threads.
+
+        Example:
+            >>> m = OrtModule(b"", ["x"], ["y"]).with_threads(1)
+            >>> m.max_threads
+            1
+        """
+        other = OrtModule(self.onnx_model_bytes, self.input_names, self.output_names, self.single_output)
+        other.spin = getattr(self, "spin", True)
+        other.max_threads = max_threads
+        return other
 
     def session(self):
         threads = torch.get_num_threads()
+        cap = getattr(self, "max_threads", None)
+        if cap:
+            threads = min(threads, cap)
         key = (threads, getattr(self, "spin", True))
         if self._session is None or key != self._threads:
             self._session = make_session(self.onnx_model_bytes, threads, spin=key[1])
