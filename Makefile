@@ -19,10 +19,10 @@ demo: $(STAMP)
 	$(BIN)/deepshrink demo --out demo-out
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
+	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider --doctest-modules tests src/deepshrink
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules tests src/deepshrink
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

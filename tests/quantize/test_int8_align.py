@@ -74,9 +74,12 @@ def test_auto_times_each_site_and_keeps_only_faster(monkeypatch):
     def fake_medians(fns, threads):
         calls.append(threads)
         # first site: the trial is slower; second site: faster
-        return {"base": 1.0, "trial": 1.5} if len(calls) == 1 else {"base": 1.0, "trial": 0.5}
+        return {"current": 1.0, "trial": 1.5} if len(calls) == 1 else {"current": 1.0, "trial": 0.5}
 
-    monkeypatch.setattr(A, "interleaved_medians", fake_medians)
+    import sys
+
+    # the module (the package exports a function of that name)
+    monkeypatch.setattr(sys.modules["deepshrink.measure.latency"], "interleaved_medians", fake_medians)
     gm, record = A.align_channels(trace(_lenet5_like()), lambda g: g, (torch.randn(2, 1, 28, 28),), threads=1)
     assert record["0"].startswith("20 -> 32 channels: rejected") and record["2"].startswith("50 -> 64 channels: kept")
     assert gm.get_submodule("0").out_channels == 20 and gm.get_submodule("2").out_channels == 64

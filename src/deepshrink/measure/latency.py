@@ -197,6 +197,21 @@ def interleaved_medians(calls: Mapping[str, Callable[[], Any]], threads: int | N
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
+def measured_faster(trial: Callable[[], Any], current: Callable[[], Any], threads: int | None = None, *,
+                    margin: float = 0.97) -> tuple[bool, float, float]:
+    """Whether `trial` runs faster than `current` by more than noise: its median (interleaved with
+    `current`, see `interleaved_medians`) below `margin` times `current`'s. Returns
+    `(faster, trial_ms, current_ms)`; used to keep a graph change only where it pays.
+
+    Example:
+        >>> faster, t, c = measured_faster(lambda: None, lambda: sum(range(20000)), 1)
+        >>> faster
+        True
+    """
+    t = interleaved_medians({"current": current, "trial": trial}, threads or torch.get_num_threads())
+    return t["trial"] < margin * t["current"], t["trial"], t["current"]
+
+
 def latency(
     model: nn.Module,
     example_inputs: Any,

@@ -34,7 +34,7 @@ from collections.abc import Callable
 import torch
 from torch import fx, nn
 
-from ...measure.latency import interleaved_medians
+from ...measure.latency import measured_faster
 from .graph import _CONV, _set_submodule, equalizable_pairs
 
 log = logging.getLogger(__name__)
@@ -132,11 +132,10 @@ def align_channels(gm: fx.GraphModule, build: Callable[[fx.GraphModule], nn.Modu
         except Exception as exc:  # noqa: BLE001 - an alignment the backend cannot build is skipped
             record[first] = f"{what}: build failed ({type(exc).__name__})"
             continue
-        times = interleaved_medians({"base": lambda b=best_q: b(*batch), "trial": lambda t=trial_q: t(*batch)},
-                                    threads)
-        keep = times["trial"] < KEEP_MARGIN * times["base"]
+        keep, trial_ms, base_ms = measured_faster(lambda t=trial_q: t(*batch), lambda b=best_q: b(*batch),
+                                                          threads, margin=KEEP_MARGIN)
         record[first] = (f"{what}: {'kept' if keep else 'rejected'} "
-                         f"({times['trial']:.3f} ms vs {times['base']:.3f} ms int8, {threads} threads)")
+                         f"({trial_ms:.3f} ms vs {base_ms:.3f} ms int8, {threads} threads)")
         log.info("channel alignment of %s: %s", first, record[first])
         if keep:
             best, best_q = trial, trial_q

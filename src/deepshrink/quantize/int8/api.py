@@ -164,16 +164,15 @@ def _keep_faster_fallbacks(build: Callable[[set[str]], nn.Module], excluded: set
     CNN's first conv measured 0.67 vs 0.60 ms alone, yet the model ran ~2x slower with it fp32.
     Returns (kept layer names, model, {layer: "kept/rejected (trial ms vs current ms)"}).
     """
-    from ...measure.latency import interleaved_medians
+    from ...measure.latency import measured_faster
 
     kept: list[str] = []
     trials: dict[str, str] = {}
     for name in slow:
         trial = build(excluded | set(kept) | {name})
-        t = interleaved_medians({"current": lambda q=qmodel: q(*batch), "trial": lambda q=trial: q(*batch)},
-                                torch.get_num_threads())
-        keep = t["trial"] < margin * t["current"]
-        trials[name] = f"{'kept' if keep else 'rejected'} ({t['trial']:.3f} ms vs {t['current']:.3f} ms whole model)"
+        keep, trial_ms, current_ms = measured_faster(lambda q=trial: q(*batch), lambda q=qmodel: q(*batch),
+                                                     margin=margin)
+        trials[name] = f"{'kept' if keep else 'rejected'} ({trial_ms:.3f} ms vs {current_ms:.3f} ms whole model)"
         if keep:
             kept.append(name)
             qmodel = trial
