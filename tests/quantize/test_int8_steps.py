@@ -51,7 +51,7 @@ def test_int8_step_keeps_fp32_when_int8_is_slower(monkeypatch):
     from deepshrink.quantize.int8 import api
 
     timings = itertools.cycle([1.0, 2.0])  # check_speed times fp32 first, then int8
-    monkeypatch.setattr(api, "_best_ms", lambda fn, repeats=15, threads=1: (fn(), next(timings))[1])
+    monkeypatch.setattr(api, "best_ms", lambda fn, repeats=15, threads=1: (fn(), next(timings))[1])
     m, ctx = _ctx()
     step = Recipe.from_list([{"type": "int8", "engine": "fbgemm", "fallback_slow": False}]).steps[0]
     out = step.apply(m, ctx)
