@@ -119,13 +119,13 @@ def evaluate(model, task) -> float:
         return top1_accuracy(model, task.eval_data)
 
 
-def speedup(base, cand, example, rounds: int) -> dict:
+def speedup(base, cand, example, rounds: int, *, threads: int = THREADS, repeats: int = 120) -> dict:
     from deepshrink.measure import compare_latency
 
     # Blocks of 30 consecutive calls per model (see `compare_latency(block=...)`): the int8 variants
     # run on other thread pools (onnxruntime, inductor) than eager fp32, and alternating single
     # calls would time the two pools fighting over the 2 cores instead of each model.
-    runs = [compare_latency(base, cand, example, threads=THREADS, batch_size=BATCH, repeats=120, warmup=10,
+    runs = [compare_latency(base, cand, example, threads=threads, batch_size=BATCH, repeats=repeats, warmup=10,
                             block=30)
             for _ in range(rounds)]
     out = {
@@ -212,8 +212,6 @@ def head_to_head(built: dict, row: dict, example, runs: int = 3) -> dict:
     """int8_auto against each peer that beats fp32, directly: `compare_latency(peer, ours)` in
     blocks, median of `runs` ratios per thread count (> 1: ours is faster). Dividing two speedups
     measured against fp32 compounds their noise; this times the two int8 models side by side."""
-    from deepshrink.measure import compare_latency
-
     ours = built["deepshrink int8 auto"]
     out = {}
     for label, peer in built.items():
@@ -221,10 +219,9 @@ def head_to_head(built: dict, row: dict, example, runs: int = 3) -> dict:
             continue
         out[label] = {}
         for t in (THREADS, 1):
-            ratios = [compare_latency(peer, ours, example, threads=t, batch_size=BATCH, repeats=240, warmup=10,
-                                      block=30).speedup for _ in range(runs)]
-            out[label][f"{t}t"] = round(statistics.median(ratios), 3)
-            out[label][f"{t}t_runs"] = [round(r, 3) for r in ratios]
+            r = speedup(peer, ours, example, runs, threads=t, repeats=240)
+            out[label][f"{t}t"] = r["speedup"]
+            out[label][f"{t}t_runs"] = r["speedups_per_round"]
         log.info("%s: int8_auto vs %s: %s", row["model"], label, out[label])
     return out
 

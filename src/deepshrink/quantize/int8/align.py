@@ -133,7 +133,7 @@ def align_channels(gm: fx.GraphModule, build: Callable[[fx.GraphModule], nn.Modu
             record[first] = f"{what}: build failed ({type(exc).__name__})"
             continue
         keep, trial_ms, base_ms = measured_faster(lambda t=trial_q: t(*batch), lambda b=best_q: b(*batch),
-                                                          threads, margin=KEEP_MARGIN)
+                                                  threads, margin=KEEP_MARGIN)
         record[first] = (f"{what}: {'kept' if keep else 'rejected'} "
                          f"({trial_ms:.3f} ms vs {base_ms:.3f} ms int8, {threads} threads)")
         log.info("channel alignment of %s: %s", first, record[first])

@@ -321,10 +321,11 @@ def int8(
             if isinstance(model.get_submodule(n), _QUANTIZABLE):
                 info.fallback.append({"layer": n, "reason": "excluded by the caller"})
 
-    def builder_for(m):
+    def builder_for(m, with_engine: str | None = None):
+        # `engine` is read at call time: "auto" builds with fbgemm until `pick_engine` has chosen
+        eng = with_engine or ("fbgemm" if engine == "auto" else engine)
         return _Builder(m, inputs, calib, backend=backend, method=calibration, percentile=percentile,
-                        per_channel=per_channel, reduce_range=rr,
-                        engine="fbgemm" if engine == "auto" else engine, fixed_qparams=fixed_qparams)
+                        per_channel=per_channel, reduce_range=rr, engine=eng, fixed_qparams=fixed_qparams)
 
     probe = (lambda m: builder_for(m)(excluded, calib_limit=8)) if static else None
     try:
@@ -338,19 +339,17 @@ def int8(
         else:
             raise TraceError(f"{exc}. Static int8 on backend 'x86' needs an FX-traceable model; use "
                              "calib_data=None (dynamic) or backend='onnxruntime'") from exc
+    if backend == "x86" and engine == "auto":
+        engine, timings = pick_engine(lambda e: builder_for(float_model, e)(excluded), eval_batches[0])
+        info.passes["engine"] = {"chosen": engine, "best_ms": timings}
     if static and align_channels and not fixed_qparams and isinstance(float_model, torch.fx.GraphModule):
+        # after the engine pick: each padding is timed on the kernels the model will ship with
         from .align import align_channels as align
 
         float_model, record = align(float_model, lambda g: builder_for(g)(excluded), eval_batches[0],
                                     measure=align_channels == "auto")
         if record:
             info.passes["channel_alignment"] = record
-    if backend == "x86" and engine == "auto":
-        engine, timings = pick_engine(lambda e: _Builder(
-            float_model, inputs, calib, backend=backend, method=calibration, percentile=percentile,
-            per_channel=per_channel, reduce_range=rr, engine=e, fixed_qparams=fixed_qparams)(excluded),
-            eval_batches[0])
-        info.passes["engine"] = {"chosen": engine, "best_ms": timings}
     info.engine = engine if backend == "x86" else None
     build = builder_for(float_model)
     qmodel = build(excluded)

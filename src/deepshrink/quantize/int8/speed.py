@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ...errors import BackendUnavailableError
+from ...measure.latency import measured_faster, pinned_threads
 
 
 def best_ms(fn: Callable[[], Any], repeats: int = 15, threads: int = 1) -> float:
@@ -31,8 +32,6 @@ def best_ms(fn: Callable[[], Any], repeats: int = 15, threads: int = 1) -> float
     with other load, and multi-threaded kernels stall at OpenMP barriers when a core is taken,
     while the single-thread minimum is a stable lower bound of the kernel's own cost.
     """
-    from ...measure.latency import pinned_threads
-
     with pinned_threads(threads):
         return _min_time(fn, repeats)
 
@@ -84,8 +83,6 @@ def keep_faster_fallbacks(build: Callable[[set[str]], nn.Module], excluded: set[
     CNN's first conv measured 0.67 vs 0.60 ms alone, yet the model ran ~2x slower with it fp32.
     Returns (kept layer names, model, {layer: "kept/rejected (trial ms vs current ms)"}).
     """
-    from ...measure.latency import measured_faster
-
     kept: list[str] = []
     trials: dict[str, str] = {}
     for name in slow:
